@@ -1,1 +1,4 @@
 """Functions on tensors. Each op `<op>` has a sequential `<op>_ref` oracle and `backend=` dispatch."""
+from .fft_conv import fft_conv, fft_conv_ref
+from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_matrix, s4d_discretize, s4d_kernel,
+                         s4d_kernel_ref)
