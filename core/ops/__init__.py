@@ -2,3 +2,5 @@
 from .fft_conv import fft_conv, fft_conv_ref
 from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_matrix, s4d_discretize, s4d_kernel,
                          s4d_kernel_ref)
+from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlstm_zero_state, slstm, slstm_step,
+                    slstm_zero_state)
