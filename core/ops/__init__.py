@@ -4,3 +4,4 @@ from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_mat
                          s4d_kernel_ref)
 from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlstm_zero_state, slstm, slstm_step,
                     slstm_zero_state)
+from .companion import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
