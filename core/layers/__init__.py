@@ -2,3 +2,4 @@
 from .s4 import S4, S4D
 from .xlstm import mLSTM, sLSTM
 from .companion import ClosedLoopCompanionSSM, CompanionSSM
+from .hyena import Hyena
