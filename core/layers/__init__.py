@@ -1,2 +1,6 @@
 """nn.Module mixers: sequences (B, L, D), images (B, H, W, C), video (B, T, H, W, C), grids (B, L, V, D)."""
 from .mamba import Mamba
+from .s4 import S4, S4D
+from .xlstm import mLSTM, sLSTM
+from .companion import ClosedLoopCompanionSSM, CompanionSSM
+from .hyena import Hyena

@@ -1,3 +1,9 @@
 """Functions on tensors. Each op `<op>` has a sequential `<op>_ref` oracle and `backend=` dispatch."""
 from .conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .selective_scan import selective_scan, selective_scan_ref
+from .fft_conv import fft_conv, fft_conv_ref
+from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_matrix, s4d_discretize, s4d_kernel,
+                         s4d_kernel_ref)
+from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlstm_zero_state, slstm, slstm_step,
+                    slstm_zero_state)
+from .companion import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
