@@ -2,3 +2,4 @@
 from .mamba import Mamba
 from .bimamba import BiMamba, partial_flip
 from .mamba2 import Mamba2
+from .hydra import Hydra
