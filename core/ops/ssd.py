@@ -150,6 +150,8 @@ def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, 
     check_tensor("C", C, ("batch", "L", "G", "N"), s)
     if s["G"] == 0 or s["H"] % s["G"]:
         raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
+    if s["L"] == 0:
+        raise ValueError(f"x must have at least one time step, got shape {tuple(x.shape)}")
     if D is not None:
         check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
     if z is not None:
