@@ -4,3 +4,6 @@ from .s4 import S4, S4D
 from .xlstm import mLSTM, sLSTM
 from .companion import ClosedLoopCompanionSSM, CompanionSSM
 from .hyena import Hyena
+from .bimamba import BiMamba, partial_flip
+from .mamba2 import Mamba2
+from .hydra import Hydra

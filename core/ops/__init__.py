@@ -7,3 +7,5 @@ from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_mat
 from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlstm_zero_state, slstm, slstm_step,
                     slstm_zero_state)
 from .companion import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
+from .ssd import ssd, ssd_ref
+from .ssd_noncausal import ssd_noncausal, ssd_noncausal_ref
