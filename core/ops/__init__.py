@@ -1,3 +1,4 @@
 """Functions on tensors. Each op `<op>` has a sequential `<op>_ref` oracle and `backend=` dispatch."""
 from .conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .selective_scan import selective_scan, selective_scan_ref
+from .scan2d import cross_merge, cross_scan, route
