@@ -100,10 +100,15 @@ def cross_scan(x: torch.Tensor, routes: Sequence[str]) -> torch.Tensor:
     return x.reshape(s["B"], s["H"] * s["W"], s["C"])[:, perms]
 
 
-def cross_merge(y: torch.Tensor, routes: Sequence[str], H: int, W: int) -> torch.Tensor:
-    """y (B, K, H*W, C) in route order -> (B, H, W, C): each route put back into raster order, summed over K."""
+def cross_unscan(y: torch.Tensor, routes: Sequence[str], H: int, W: int) -> torch.Tensor:
+    """y (B, K, H*W, C) in route order -> (B, K, H, W, C): each route put back into raster order, kept apart."""
     s = check_tensor("y", y, ("B", len(routes) if not isinstance(routes, str) else "K", H * W, "C"),
                      floating=False)
     inverses = _stacked(routes, H, W, y.device, 1)                            # (K, L)
     k = torch.arange(len(routes), device=y.device)[:, None]
-    return y[:, k, inverses].sum(1).reshape(s["B"], H, W, s["C"])
+    return y[:, k, inverses].reshape(s["B"], len(routes), H, W, s["C"])
+
+
+def cross_merge(y: torch.Tensor, routes: Sequence[str], H: int, W: int) -> torch.Tensor:
+    """y (B, K, H*W, C) in route order -> (B, H, W, C): each route put back into raster order, summed over K."""
+    return cross_unscan(y, routes, H, W).sum(1)
