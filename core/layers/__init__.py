@@ -3,3 +3,4 @@ from .mamba import Mamba
 from .ss2d import SS2D
 from .spatial import StructureAwareSSM
 from .chimera2d import Chimera2DSSM
+from .convs5 import ConvS5

@@ -4,3 +4,4 @@ from .selective_scan import selective_scan, selective_scan_ref
 from .scan2d import cross_merge, cross_scan, route
 from .scan_states import selective_scan_states, selective_scan_states_ref
 from .chimera2d import selective_scan_2d, selective_scan_2d_ref
+from .convssm import convssm_scan, convssm_scan_ref
