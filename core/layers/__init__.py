@@ -4,3 +4,4 @@ from .ss2d import SS2D
 from .spatial import StructureAwareSSM
 from .chimera2d import Chimera2DSSM
 from .convs5 import ConvS5
+from .multihead_scan import MultiHeadScan
