@@ -53,10 +53,10 @@ def _terms(u, delta1, delta2, A, couplings, B1, B2, delta_bias, delta_softplus):
     if delta_softplus:
         d1, d2 = F.softplus(d1), F.softplus(d2)
     A, rho, u = A.to(f), couplings.to(f), u.to(f).unsqueeze(-1)
-    a1, a4 = torch.exp(d1.unsqueeze(-1) * A[0]), torch.exp(d2.unsqueeze(-1) * A[1])
-    x1 = torch.expm1(d1.unsqueeze(-1) * A[0]) / A[0] * B1.to(f).unsqueeze(-2) * u
-    x2 = torch.expm1(d2.unsqueeze(-1) * A[1]) / A[1] * B2.to(f).unsqueeze(-2) * u
-    return a1, (1 - a1) * rho[0], x1, a4, (1 - a4) * rho[1], x2
+    e1, e4 = torch.expm1(d1.unsqueeze(-1) * A[0]), torch.expm1(d2.unsqueeze(-1) * A[1])   # a - 1, accurately
+    x1 = e1 / A[0] * B1.to(f).unsqueeze(-2) * u
+    x2 = e4 / A[1] * B2.to(f).unsqueeze(-2) * u
+    return e1 + 1, -e1 * rho[0], x1, e4 + 1, -e4 * rho[1], x2
 
 
 def _finish(y, u, D, out_dtype):
@@ -119,9 +119,11 @@ def selective_scan_2d(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D: Option
     """The 2-D selective scan (see module docstring) by anti-diagonal wavefront: (B, L, V, D) -> (B, L, V, D)."""
     _validate(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias)
     Bsz, L, V, Dm = u.shape
-    terms = _terms(u, delta1, delta2, A, couplings, B1, B2, delta_bias, delta_softplus)
+    # Skew the per-cell inputs (small), then form the (.., D, N) terms on the skewed grid; u is zero off the grid.
+    u_s, d1, d2, B1, B2, C1, C2 = (_skew(t, L, V) for t in (u, delta1, delta2, B1, B2, C1, C2))
+    terms = _terms(u_s, d1, d2, A, couplings, B1, B2, delta_bias, delta_softplus)
     f = terms[0].dtype
-    steps = zip(*(_skew(t, L, V).unbind(1) for t in (*terms, C1.to(f), C2.to(f))))
+    steps = zip(*(t.unbind(1) for t in (*terms, C1.to(f), C2.to(f))))
     h1 = h2 = torch.zeros(Bsz, V, Dm, A.shape[-1], dtype=f, device=u.device)
     ys = []
     for a1, w2, x1, a4, w3, x2, c1, c2 in steps:
