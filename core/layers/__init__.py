@@ -7,3 +7,8 @@ from .hyena import Hyena
 from .bimamba import BiMamba, partial_flip
 from .mamba2 import Mamba2
 from .hydra import Hydra
+from .ss2d import SS2D
+from .spatial import StructureAwareSSM
+from .chimera2d import Chimera2DSSM
+from .convs5 import ConvS5
+from .multihead_scan import MultiHeadScan

@@ -9,3 +9,7 @@ from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlst
 from .companion import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
 from .ssd import ssd, ssd_ref
 from .ssd_noncausal import ssd_noncausal, ssd_noncausal_ref
+from .scan2d import cross_merge, cross_scan, route
+from .scan_states import selective_scan_states, selective_scan_states_ref
+from .chimera2d import selective_scan_2d, selective_scan_2d_ref
+from .convssm import convssm_scan, convssm_scan_ref
