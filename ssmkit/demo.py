@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
 import pathlib
 import time
+import warnings
 from typing import List
 
 from rich.console import Console
@@ -43,6 +45,9 @@ def main(argv: List[str]) -> int:
     unknown = only - {name for name, _, _ in TOUR}
     if unknown:
         parser.error(f"--only: unknown stops {sorted(unknown)}; known: {[n for n, _, _ in TOUR]}")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # the tour prints its own summary
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
     console = Console()
     results, skipped = [], []
     start = time.perf_counter()
