@@ -26,8 +26,8 @@ _ERRORS: Dict[str, str] = {}
 
 # Flag sets tried in order; the later ones only when the compiler rejected a flag of the earlier ones.
 _FLAG_SETS: List[Tuple[List[str], List[str]]] = [
-    (["-O3", "-march=native", "-fopenmp"], ["-fopenmp"]),
-    (["-O3", "-fopenmp"], ["-fopenmp"]),
+    (["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]),
+    (["-O3", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]),
     (["-O3"], []),
 ]
 

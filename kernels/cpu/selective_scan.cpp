@@ -57,7 +57,7 @@ SSM_INLINE float exp_vec(float x) {
   const float kHi = 88.72283935546875f;
   float xc = x < kLo ? kLo : x;  // comparisons with NaN are false: NaN passes through
   xc = xc > kHi ? kHi : xc;
-  const float kf = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float kf = std::floor(xc * 1.44269504088896341f + 0.5f);  // vectorises with -fno-trapping-math
   float r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   const float r2 = r * r;
@@ -80,25 +80,82 @@ SSM_INLINE float exp_vec(float x) {
 
 SSM_INLINE double exp_vec(double x) { return std::exp(x); }
 
-template <typename T>
-SSM_INLINE T softplus(T x) {  // torch.nn.functional.softplus (beta 1, threshold 20)
-  return x > T(20) ? x : std::log1p(std::exp(x));
+// Natural log for finite x >= 1 (all this file needs), vectorisable: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+// log(x) = e ln 2 + log(m) with a degree-9 polynomial for log(1+f) (Cephes logf coefficients).
+SSM_INLINE float log_ge1(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(float));
+  int32_t e = ((bits >> 23) & 0xff) - 126;
+  const int32_t mbits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &mbits, sizeof(float));
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1 : e;
+  const float f = small ? m + m - 1.0f : m - 1.0f;
+  const float ef = static_cast<float>(e);
+  const float f2 = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  float y = f * f2 * p;
+  y = y + ef * -2.12194440e-4f;
+  y = y - 0.5f * f2;
+  return f + y + ef * 0.693359375f;
 }
 
+// softplus (torch.nn.functional.softplus: beta 1, threshold 20) and its derivative, vectorisable for float.
+// log1p(w) is computed as log(1+w) * w / ((1+w) - 1), which cancels the rounding of 1+w (Goldberg).
+SSM_INLINE float softplus(float x) {
+  const float w = exp_vec(x < 20.0f ? x : 20.0f);
+  const float v = 1.0f + w;
+  const float l1p = v == 1.0f ? w : log_ge1(v) * (w / (v - 1.0f));
+  return x > 20.0f ? x : l1p;  // NaN: w is NaN, so l1p is NaN
+}
+SSM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
 template <typename T>
-SSM_INLINE T softplus_grad(T x) {
-  if (x > T(20)) return T(1);
-  const T e = std::exp(x);
-  return e / (e + T(1));
+SSM_INLINE T softplus_grad(T x) {  // torch: x > threshold ? 1 : exp(x) / (exp(x) + 1)
+  const T e = exp_vec(x < T(20) ? x : T(20));
+  return x > T(20) ? T(1) : e / (e + T(1));
 }
 
 template <typename T>
 SSM_INLINE T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  return T(1) / (T(1) + exp_vec(-x));
+}
+
+// The state dimension is padded to a multiple of kLanes<T> (one 64-byte vector) with zero A, B, C, so every inner
+// loop over the state runs whole vectors, and sums over the state go through kLanes partial sums and a tree
+// (a plain `omp simd reduction` makes GCC add the lanes one by one, which dominated the run time).
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+
+template <typename T>
+SSM_INLINE T tree_sum(T* SSM_RESTRICT part) {
+  constexpr int W = kLanes<T>;
+#pragma GCC unroll 8
+  for (int w = W / 2; w > 0; w /= 2) {
+#pragma omp simd
+    for (int j = 0; j < w; ++j) part[j] += part[j + w];
+  }
+  return part[0];
+}
+
+template <typename T>
+SSM_INLINE void zero_lanes(T* SSM_RESTRICT part) {
+#pragma omp simd
+  for (int j = 0; j < kLanes<T>; ++j) part[j] = T(0);
 }
 
 struct Shapes {
-  int64_t batch, dim, len, nstate;
+  int64_t batch, dim, len, nstate;  // nstate: padded to a multiple of kLanes
+  int64_t nreal;                    // the caller's N
   int64_t gB, gC;        // groups of B / C when input-dependent (0 = time-invariant (D, N))
   int64_t nchunks;
 };
@@ -114,7 +171,7 @@ struct Ptrs {
   const T* z;
   const T* bias;
   const T* h0;
-  bool softplus;
+  bool use_softplus;
 };
 
 // Pointer to B_t / C_t for row (b, d) at time 0 and the stride between time steps.
@@ -129,12 +186,29 @@ SSM_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int64
   return base + (b * groups + g) * s.len * s.nstate;
 }
 
+// dt_i = softplus?(delta_i + bias) for one chunk, vectorised.
+template <typename T>
+SSM_INLINE void chunk_dt(const T* SSM_RESTRICT delta, T bias, bool use_softplus, int64_t len, T* SSM_RESTRICT raw,
+                         T* SSM_RESTRICT dt) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) raw[i] = delta[i] + bias;
+  if (use_softplus) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dt[i] = softplus(raw[i]);
+  } else {
+    std::copy(raw, raw + len, dt);
+  }
+}
+
 template <typename T>
 void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states, int64_t row_begin,
                   int64_t row_end) {
-  const int64_t N = s.nstate, L = s.len;
-  std::vector<T> hbuf(N);
+  const int64_t N = s.nstate, L = s.len, K = kChunk;
+  std::vector<T> hbuf(N), raw_v(K), dt_v(K), y_v(K);
   T* SSM_RESTRICT h = hbuf.data();
+  T* SSM_RESTRICT rawb = raw_v.data();
+  T* SSM_RESTRICT dtb = dt_v.data();
+  T* SSM_RESTRICT yb = y_v.data();
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / s.dim, d = row % s.dim;
     const T* SSM_RESTRICT u = p.u + row * L;
@@ -153,27 +227,39 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
       std::fill(h, h + N, T(0));
     }
     T* st = states ? states + row * s.nchunks * N : nullptr;
-    for (int64_t t = 0; t < L; ++t) {
-      if (st && t % kChunk == 0) std::copy(h, h + N, st + (t / kChunk) * N);
-      T dt = delta[t] + bias;
-      if (p.softplus) dt = softplus(dt);
-      const T ut = u[t];
-      const T dtu = dt * ut;
-      const T* SSM_RESTRICT Bt = Bbase + t * sB;
-      const T* SSM_RESTRICT Ct = Cbase + t * sC;
-      T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-      for (int64_t n = 0; n < N; ++n) {
-        const T hn = exp_vec(dt * A[n]) * h[n] + dtu * Bt[n];
-        h[n] = hn;
-        acc += Ct[n] * hn;
+    for (int64_t t0 = 0; t0 < L; t0 += K) {
+      const int64_t len = std::min(K, L - t0);
+      if (st) std::copy(h, h + N, st + (t0 / K) * N);
+      chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t t = t0 + i;
+        const T dt = dtb[i];
+        const T dtu = dt * u[t];
+        const T* SSM_RESTRICT Bt = Bbase + t * sB;
+        const T* SSM_RESTRICT Ct = Cbase + t * sC;
+        alignas(64) T part[kLanes<T>];
+        zero_lanes(part);
+        for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+          for (int j = 0; j < kLanes<T>; ++j) {
+            const int64_t n = n0 + j;
+            const T hn = exp_vec(dt * A[n]) * h[n] + dtu * Bt[n];
+            h[n] = hn;
+            part[j] += Ct[n] * hn;
+          }
+        }
+        yb[i] = tree_sum(part);
       }
-      T y = acc + Dd * ut;
       if (z) {
-        const T zt = z[t];
-        y *= zt * sigmoid(zt);
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) {
+          const T zt = z[t0 + i];
+          o[t0 + i] = (yb[i] + Dd * u[t0 + i]) * (zt * sigmoid(zt));
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) o[t0 + i] = yb[i] + Dd * u[t0 + i];
       }
-      o[t] = y;
     }
     std::copy(h, h + N, last + row * N);
   }
@@ -201,16 +287,19 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
   const int64_t N = s.nstate, L = s.len, K = kChunk;
   const int64_t seg = s.dim / gr.nseg;
   std::vector<T> hbuf_v((K + 1) * N), abuf_v(K * N), g_v(N), dA_v(N), dBi_v(N), dCi_v(N);
-  std::vector<T> dt_v(K), raw_v(K), y_v(K);
+  std::vector<T> raw_v(K), dt_v(K), y_v(K), dy_v(K), ddt_v(K), duB_v(K);
   T* SSM_RESTRICT hbuf = hbuf_v.data();
   T* SSM_RESTRICT abuf = abuf_v.data();
   T* SSM_RESTRICT g = g_v.data();
   T* SSM_RESTRICT dA = dA_v.data();
   T* SSM_RESTRICT dBi = dBi_v.data();
   T* SSM_RESTRICT dCi = dCi_v.data();
-  T* dtb = dt_v.data();
-  T* rawb = raw_v.data();
-  T* yb = y_v.data();
+  T* SSM_RESTRICT rawb = raw_v.data();
+  T* SSM_RESTRICT dtb = dt_v.data();
+  T* SSM_RESTRICT yb = y_v.data();
+  T* SSM_RESTRICT dyb = dy_v.data();
+  T* SSM_RESTRICT ddtb = ddt_v.data();
+  T* SSM_RESTRICT duBb = duB_v.data();
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t b = task / gr.nseg, sg = task % gr.nseg;
     T* slabB = s.gB ? gr.dB + task * L * N : nullptr;
@@ -241,46 +330,51 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
       std::fill(dCi, dCi + N, T(0));
       T dD_acc = T(0), dbias_acc = T(0);
       for (int64_t k = s.nchunks - 1; k >= 0; --k) {
-        const int64_t t0 = k * K, t1 = std::min(L, t0 + K);
-        // Recompute the chunk: decays a_t, states h_t (hbuf row i+1 = h_{t0+i}), pre-gate outputs y_t.
+        const int64_t t0 = k * K, len = std::min(K, L - t0);
+        chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
+        // Recompute the chunk from its start state: decays a (row i), states h (row i+1 = h at t0+i), C.h.
         std::copy(st + k * N, st + (k + 1) * N, hbuf);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t i = t - t0;
-          const T raw = delta[t] + bias;
-          const T dt = p.softplus ? softplus(raw) : raw;
-          dtb[i] = dt;
-          rawb[i] = raw;
-          const T ut = u[t];
-          const T dtu = dt * ut;
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t t = t0 + i;
+          const T dt = dtb[i];
+          const T dtu = dt * u[t];
           const T* SSM_RESTRICT Bt = Bbase + t * sB;
           const T* SSM_RESTRICT Ct = Cbase + t * sC;
           const T* SSM_RESTRICT hp = hbuf + i * N;
           T* SSM_RESTRICT hn = hbuf + (i + 1) * N;
           T* SSM_RESTRICT a = abuf + i * N;
-          T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-          for (int64_t n = 0; n < N; ++n) {
-            const T an = exp_vec(dt * A[n]);
-            a[n] = an;
-            const T hv = an * hp[n] + dtu * Bt[n];
-            hn[n] = hv;
-            acc += Ct[n] * hv;
+          alignas(64) T part[kLanes<T>];
+          zero_lanes(part);
+          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+            for (int j = 0; j < kLanes<T>; ++j) {
+              const int64_t n = n0 + j;
+              const T an = exp_vec(dt * A[n]);
+              a[n] = an;
+              const T hv = an * hp[n] + dtu * Bt[n];
+              hn[n] = hv;
+              part[j] += Ct[n] * hv;
+            }
           }
-          yb[i] = acc + Dd * ut;
+          yb[i] = tree_sum(part);
+        }
+        // Gradient of the pre-gate output y (and of z).
+        if (z) {
+#pragma omp simd
+          for (int64_t i = 0; i < len; ++i) {
+            const T zt = z[t0 + i], go = dout[t0 + i];
+            const T sz = sigmoid(zt);
+            dz[t0 + i] = go * (yb[i] + Dd * u[t0 + i]) * sz * (T(1) + zt * (T(1) - sz));
+            dyb[i] = go * zt * sz;
+          }
+        } else {
+          std::copy(dout + t0, dout + t0 + len, dyb);
         }
         // Adjoint recurrence backwards through the chunk.
-        for (int64_t t = t1 - 1; t >= t0; --t) {
-          const int64_t i = t - t0;
-          const T ut = u[t], dt = dtb[i];
+        for (int64_t i = len - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          const T ut = u[t], dt = dtb[i], dy = dyb[i];
           const T dtu = dt * ut;
-          T dy = dout[t];
-          if (z) {
-            const T zt = z[t];
-            const T sg_ = sigmoid(zt);
-            dz[t] = dy * yb[i] * sg_ * (T(1) + zt * (T(1) - sg_));
-            dy = dy * zt * sg_;
-          }
-          dD_acc += dy * ut;
           const T* SSM_RESTRICT Bt = Bbase + t * sB;
           const T* SSM_RESTRICT Ct = Cbase + t * sC;
           const T* SSM_RESTRICT hp = hbuf + i * N;
@@ -288,22 +382,38 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           const T* SSM_RESTRICT a = abuf + i * N;
           T* SSM_RESTRICT dBt = slabB ? slabB + t * N : dBi;
           T* SSM_RESTRICT dCt = slabC ? slabC + t * N : dCi;
-          T ddt = T(0), duB = T(0);
-#pragma omp simd reduction(+ : ddt, duB)
-          for (int64_t n = 0; n < N; ++n) {
-            const T gn = g[n] + dy * Ct[n];
-            const T ha = hp[n] * a[n];
-            ddt += gn * (ha * A[n] + Bt[n] * ut);
-            dA[n] += gn * ha * dt;
-            duB += gn * Bt[n];
-            dBt[n] += gn * dtu;
-            dCt[n] += dy * hc[n];
-            g[n] = gn * a[n];
+          alignas(64) T pddt[kLanes<T>];
+          alignas(64) T pduB[kLanes<T>];
+          zero_lanes(pddt);
+          zero_lanes(pduB);
+          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+            for (int j = 0; j < kLanes<T>; ++j) {
+              const int64_t n = n0 + j;
+              const T gn = g[n] + dy * Ct[n];
+              const T ha = hp[n] * a[n];
+              pddt[j] += gn * (ha * A[n] + Bt[n] * ut);
+              dA[n] += gn * ha * dt;
+              pduB[j] += gn * Bt[n];
+              dBt[n] += gn * dtu;
+              dCt[n] += dy * hc[n];
+              g[n] = gn * a[n];
+            }
           }
-          du[t] = dy * Dd + duB * dt;
-          if (p.softplus) ddt *= softplus_grad(rawb[i]);
-          ddelta[t] = ddt;
-          dbias_acc += ddt;
+          ddtb[i] = tree_sum(pddt);
+          duBb[i] = tree_sum(pduB);
+        }
+        if (p.use_softplus) {
+#pragma omp simd
+          for (int64_t i = 0; i < len; ++i) ddtb[i] *= softplus_grad(rawb[i]);
+        }
+#pragma omp simd reduction(+ : dD_acc, dbias_acc)
+        for (int64_t i = 0; i < len; ++i) {
+          const T ut = u[t0 + i];
+          du[t0 + i] = dyb[i] * Dd + duBb[i] * dtb[i];
+          ddelta[t0 + i] = ddtb[i];
+          dD_acc += dyb[i] * ut;
+          dbias_acc += ddtb[i];
         }
       }
       std::copy(g, g + N, gr.dh0 + row * N);
@@ -323,20 +433,33 @@ void check_input(const torch::Tensor& t, const char* name, const torch::Tensor& 
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
-// Returns (groups, transposed contiguous tensor) for B/C given as (D, N) or (Bt, G, N, L).
+int64_t padded_nstate(const torch::Tensor& u, int64_t nstate) {
+  const int64_t lanes = 64 / u.element_size();
+  return (nstate + lanes - 1) / lanes * lanes;
+}
+
+// X with its last axis zero-padded to np, contiguous.
+torch::Tensor pad_last(const torch::Tensor& X, int64_t np) {
+  const int64_t n = X.size(-1);
+  if (n == np) return X.contiguous();
+  return at::constant_pad_nd(X, {0, np - n}, 0).contiguous();
+}
+
+// Returns (groups, tensor) for B/C given as (D, N) or (Bt, G, N, L): (D, Np) or transposed (Bt, G, L, Np).
 std::pair<int64_t, torch::Tensor> prep_bc(const torch::Tensor& X, const char* name, const torch::Tensor& u,
                                           int64_t dim, int64_t nstate) {
   TORCH_CHECK(X.scalar_type() == u.scalar_type(), name, " must have dtype ", u.scalar_type());
+  const int64_t np = padded_nstate(u, nstate);
   if (X.dim() == 2) {
     TORCH_CHECK(X.size(0) == dim && X.size(1) == nstate, name, " must be (D, N)");
-    return {0, X.contiguous()};
+    return {0, pad_last(X, np)};
   }
   TORCH_CHECK(X.dim() == 4, name, " must be (D, N) or (batch, G, N, L)");
   TORCH_CHECK(X.size(0) == u.size(0) && X.size(2) == nstate && X.size(3) == u.size(2), name,
               " must be (batch, G, N, L)");
   const int64_t G = X.size(1);
   TORCH_CHECK(G >= 1 && dim % G == 0, name, ": groups must divide dim");
-  return {G, X.transpose(2, 3).contiguous()};
+  return {G, pad_last(X.transpose(2, 3), np)};
 }
 
 Shapes make_shapes(const torch::Tensor& u, const torch::Tensor& A, int64_t gB, int64_t gC) {
@@ -344,7 +467,8 @@ Shapes make_shapes(const torch::Tensor& u, const torch::Tensor& A, int64_t gB, i
   s.batch = u.size(0);
   s.dim = u.size(1);
   s.len = u.size(2);
-  s.nstate = A.size(1);
+  s.nreal = A.size(1);
+  s.nstate = padded_nstate(u, s.nreal);
   s.gB = gB;
   s.gC = gC;
   s.nchunks = (s.len + kChunk - 1) / kChunk;
@@ -366,7 +490,7 @@ Ptrs<T> make_ptrs(const torch::Tensor& u, const torch::Tensor& delta, const torc
   p.z = z.has_value() ? z->data_ptr<T>() : nullptr;
   p.bias = bias.has_value() ? bias->data_ptr<T>() : nullptr;
   p.h0 = h0.has_value() ? h0->data_ptr<T>() : nullptr;
-  p.softplus = sp;
+  p.use_softplus = sp;
   return p;
 }
 
@@ -410,12 +534,15 @@ std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor&
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
   auto [gC, Cc] = prep_bc(C, "C", u, dim, nstate);
   const Shapes s = make_shapes(u, A, gB, gC);
+  const torch::Tensor Ap = pad_last(A, s.nstate);
+  const c10::optional<torch::Tensor> h0p =
+      h0.has_value() ? c10::optional<torch::Tensor>(pad_last(*h0, s.nstate)) : c10::nullopt;
   auto out = torch::empty_like(u);
   auto last = torch::empty({s.batch, s.dim, s.nstate}, u.options());
   auto states = save_states ? torch::empty({s.batch, s.dim, s.nchunks, s.nstate}, u.options())
                             : torch::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_fwd", [&] {
-    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, A, Bc, Cc, Dv, z, bias, h0, delta_softplus);
+    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
     scalar_t* o = out.data_ptr<scalar_t>();
     scalar_t* l = last.data_ptr<scalar_t>();
     scalar_t* st = save_states ? states.data_ptr<scalar_t>() : nullptr;
@@ -423,7 +550,7 @@ std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor&
       forward_rows<scalar_t>(p, s, o, l, st, begin, end);
     });
   });
-  return {out, last, states};
+  return {out, last.narrow(2, 0, s.nreal).contiguous(), states};
 }
 
 // Number of channel segments per batch row for the backward: a multiple of lcm(groups of B, groups of C) that
@@ -452,14 +579,19 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
   auto [gC, Cc] = prep_bc(C, "C", u, dim, nstate);
   const Shapes s = make_shapes(u, A, gB, gC);
+  const torch::Tensor Ap = pad_last(A, s.nstate);
   check_input(states, "chunk states", u);
-  TORCH_CHECK(states.dim() == 4 && states.size(2) == s.nchunks, "chunk states have the wrong shape");
+  TORCH_CHECK(states.dim() == 4 && states.size(2) == s.nchunks && states.size(3) == s.nstate,
+              "chunk states have the wrong shape");
   check_input(dout, "grad of output", u);
   TORCH_CHECK(dout.sizes() == u.sizes(), "grad of output must have u's shape");
   if (dlast.has_value()) {
     check_input(*dlast, "grad of last_state", u);
-    TORCH_CHECK(dlast->numel() == s.batch * s.dim * s.nstate, "grad of last_state must be (batch, dim, N)");
+    TORCH_CHECK(dlast->numel() == s.batch * s.dim * s.nreal, "grad of last_state must be (batch, dim, N)");
   }
+  const c10::optional<torch::Tensor> dlastp =
+      dlast.has_value() ? c10::optional<torch::Tensor>(pad_last(dlast->view({s.batch, s.dim, s.nreal}), s.nstate))
+                        : c10::nullopt;
   const int64_t S = choose_segments(s.batch, s.dim, gB, gC);
   auto du = torch::empty_like(u);
   auto ddelta = torch::empty_like(u);
@@ -473,10 +605,10 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
   auto dCbuf = gC ? torch::zeros({s.batch, S, s.len, s.nstate}, u.options())
                   : torch::empty({s.batch, s.dim, s.nstate}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_bwd", [&] {
-    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, A, Bc, Cc, Dv, z, bias, c10::nullopt, delta_softplus);
+    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, c10::nullopt, delta_softplus);
     Grads<scalar_t> gr;
     gr.dout = dout.data_ptr<scalar_t>();
-    gr.dlast = dlast.has_value() ? dlast->data_ptr<scalar_t>() : nullptr;
+    gr.dlast = dlastp.has_value() ? dlastp->data_ptr<scalar_t>() : nullptr;
     gr.du = du.data_ptr<scalar_t>();
     gr.ddelta = ddelta.data_ptr<scalar_t>();
     gr.dz = z.has_value() ? dz.data_ptr<scalar_t>() : nullptr;
@@ -493,21 +625,21 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
     });
   });
   auto reduce_bc = [&](const torch::Tensor& buf, int64_t G) {
-    if (!G) return buf.sum(0);  // (D, N)
-    return buf.view({s.batch, G, S / G, s.len, s.nstate}).sum(2).transpose(2, 3);  // (batch, G, N, L)
+    if (!G) return buf.narrow(2, 0, s.nreal).sum(0);  // (D, N)
+    return buf.narrow(3, 0, s.nreal).reshape({s.batch, G, S / G, s.len, s.nreal}).sum(2).transpose(2, 3);
   };
   auto dB = reduce_bc(dBbuf, gB);
   auto dC = reduce_bc(dCbuf, gC);
   auto empty = torch::empty({0}, u.options());
   return {du,
           ddelta,
-          dA_part.sum(0),
+          dA_part.narrow(2, 0, s.nreal).sum(0),
           dB,
           dC,
           Dv.has_value() ? dD_part.sum(0) : empty,
           dz,
           bias.has_value() ? dbias_part.sum(0) : empty,
-          dh0};
+          dh0.narrow(2, 0, s.nreal)};
 }
 
 }  // namespace
