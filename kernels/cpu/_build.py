@@ -101,8 +101,10 @@ def build(name: str, sources: List[str]) -> ModuleType:
                 msg = f"{type(e).__name__}: {e}"
                 if first_error is None:
                     first_error = f"building with flags {' '.join(cflags)} failed: {_tail(msg)}"
-                if not any(f in msg for f in ("march", "openmp", "unrecognized", "unrecognised", "unknown")):
-                    break
+                flag_trouble = ("unrecognized command", "unrecognised command", "unknown argument", "unsupported option",
+                                "omp.h", "-lgomp", "-lomp", "invalid argument")
+                if not any(f in msg for f in flag_trouble):
+                    break  # not a flag problem: the other flag sets would fail the same way
                 continue
             _MODULES[name] = module
             return module
