@@ -11,17 +11,18 @@ from ssmkit import kernels
 AUTO_ORDER: Dict[str, Sequence[str]] = {"cuda": ("mamba_ssm", "triton"), "cpu": ("cpp",)}
 
 
-def select(op: str, backend: str, device: torch.device, torch_impl: Callable) -> Callable:
+def select(op: str, backend: str, device: torch.device, torch_impl: Callable, skip: Sequence[str] = ()) -> Callable:
     """Return the implementation of `op` for `backend` ("auto", "torch" or a kernels backend name).
 
     An explicitly requested backend that cannot run raises `kernels.BackendUnavailable` with the reason;
-    "auto" silently moves on to the next backend and ends at `torch_impl`.
+    "auto" silently moves on to the next backend and ends at `torch_impl`; it never tries those in `skip`
+    (backends that cannot take this call's arguments).
     """
     if backend == "torch":
         return torch_impl
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ()):
-            if kernels.auto_enabled(name):
+            if name not in skip and kernels.auto_enabled(name):
                 try:
                     return kernels.load(name, op, device)
                 except kernels.BackendUnavailable:

@@ -1,0 +1,107 @@
+"""The Mamba (Mamba-1) mixer, with mamba_ssm's parameter names, shapes and initialisation.
+
+in_proj -> (x, z); x -> causal depthwise conv + SiLU -> x_proj -> (dt, B, C); dt -> dt_proj (bias added as
+delta_bias, softplus inside the scan) -> selective scan with A = -exp(A_log), D skip, SiLU(z) gate -> out_proj.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops._checks import check_tensor
+from ..ops.conv import causal_conv1d, causal_conv1d_update
+from ..ops.selective_scan import selective_scan
+
+State = Tuple[torch.Tensor, torch.Tensor]  # (conv_state (B, d_inner, d_conv - 1), ssm_state (B, d_inner, d_state))
+
+
+def state_dtype(x: torch.Tensor) -> torch.dtype:
+    """States and scan parameters are fp32, or fp64 when the input is fp64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def init_dt_bias(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:
+    """Inverse softplus of dt drawn log-uniformly in [dt_min, dt_max] (floored), as mamba_ssm initialises it."""
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class Mamba(nn.Module):
+    """Selective SSM mixer (B, L, d_model) -> (B, L, d_model); `step` decodes one token at a time."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: Union[int, str] = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True, bias: bool = False,
+                 backend: str = "auto"):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
+                                bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        std = self.dt_rank ** -0.5 * dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(init_dt_bias(self.d_inner, dt_min, dt_max, dt_init_floor))
+        self.dt_proj.bias._no_reinit = True
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.D._no_weight_decay = True
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+
+    def _ssm_params(self, x: torch.Tensor):
+        """x (..., d_inner) -> dt (..., d_inner) before bias/softplus, B and C (..., d_state)."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, x: torch.Tensor, state: Optional[State] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, state) to continue by `step`."""
+        check_tensor("x", x, (None, None, self.d_model))
+        xz = self.in_proj(x).transpose(1, 2)                           # (B, 2 d_inner, L)
+        xs, z = xz.chunk(2, dim=1)
+        conv_state, ssm_state = state if state is not None else (None, None)
+        conv = causal_conv1d(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu",
+                             initial_state=conv_state, return_final_state=return_state)
+        xs, conv_state = conv if return_state else (conv, None)
+        dt, B, C = self._ssm_params(xs.transpose(1, 2))
+        f = state_dtype(x)
+        A = -torch.exp(self.A_log.to(f))
+        out = selective_scan(xs, dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.to(f),
+                             z, self.dt_proj.bias.to(f), True, return_state, ssm_state, backend=self.backend)
+        y, ssm_state = out if return_state else (out, None)
+        y = self.out_proj(y.transpose(1, 2))
+        return (y, (conv_state, ssm_state)) if return_state else y
+
+    def initial_state(self, batch_size: int) -> State:
+        """Zero conv and SSM states (fp32, fp64 for an fp64 module) on the module's device."""
+        w = self.conv1d.weight
+        return (w.new_zeros(batch_size, self.d_inner, self.d_conv - 1),
+                torch.zeros(batch_size, self.d_inner, self.d_state, device=w.device, dtype=state_dtype(w)))
+
+    def step(self, x_t: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
+        """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
+        check_tensor("x_t", x_t, (None, self.d_model))
+        conv_state, ssm_state = state
+        xs, z = self.in_proj(x_t).chunk(2, dim=-1)
+        xs, conv_state = causal_conv1d_update(xs, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        dt, B, C = self._ssm_params(xs)
+        f = state_dtype(x_t)
+        dt = F.softplus(dt.to(f) + self.dt_proj.bias.to(f))
+        A = -torch.exp(self.A_log.to(f))
+        ssm_state = torch.exp(dt.unsqueeze(-1) * A) * ssm_state + (dt * xs.to(f)).unsqueeze(-1) * B.to(f).unsqueeze(1)
+        y = (ssm_state * C.to(f).unsqueeze(1)).sum(-1) + self.D.to(f) * xs.to(f)
+        y = (y * F.silu(z.to(f))).to(x_t.dtype)
+        return self.out_proj(y), (conv_state, ssm_state)
