@@ -143,6 +143,13 @@ def main(argv=None):
     if selective_scan_ref is not None:
         rows.append(("selective_scan_ref",) + fwd_and_fwdbwd(
             lambda **kw: selective_scan_ref(**kw, **flags), inputs, args.ref_repeats))
+    try:
+        from ssmkit.core.ops import selective_scan  # the fast PyTorch path is backend="torch"
+    except ImportError:
+        selective_scan = None
+    if selective_scan is not None:
+        rows.append(("selective_scan torch",) + fwd_and_fwdbwd(
+            lambda **kw: selective_scan(**kw, **flags, backend="torch"), inputs, args.repeats))
     if cpp is not None:
         rows.append(("cpp",) + fwd_and_fwdbwd(lambda **kw: cpp(**kw, **flags), inputs, args.repeats))
 
@@ -167,6 +174,10 @@ def main(argv=None):
         print(f"{name:<24}{tf * 1e3:>10.1f}{tfb * 1e3:>12.1f}{base_f / tf:>8.1f}{base_fb / tfb:>11.1f}{gbs:>16.2f}")
         results.append(dict(path=name, fwd_s=tf, fwdbwd_s=tfb, fwd_speedup=base_f / tf, fwdbwd_speedup=base_fb / tfb,
                             fwdbwd_bytes_per_s=bytes_fwdbwd / tfb))
+    names = [r[0] for r in rows]
+    if "cpp" in names and "selective_scan torch" in names:
+        t_torch, t_cpp = rows[names.index("selective_scan torch")], rows[names.index("cpp")]
+        print(f"cpp vs torch path: fwd {t_torch[1] / t_cpp[1]:.1f}x, fwd+bwd {t_torch[2] / t_cpp[2]:.1f}x")
     print(f"torch memory copy: {bw / 1e9:.2f} GB/s (read+write)")
     if cpp is not None:
         tfb = rows[-1][2]

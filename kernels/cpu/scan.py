@@ -8,8 +8,8 @@ with the semantics of `ssmkit.core.ops.selective_scan` (arguments already valida
 y (batch, dim, L) in u's dtype, or (y, last_state) when return_last_state. It is differentiable w.r.t. u, delta,
 A, B, C, D, z, delta_bias and initial_state, and through last_state.
 
-Arithmetic runs in float64 when any floating input is float64, otherwise in float32 (bf16/fp16 inputs are upcast,
-as mamba_ssm's kernels do). last_state is float32, or float64 when the scan ran in float64.
+Arithmetic runs in float64 when u is float64, otherwise in float32 (bf16/fp16 inputs are upcast, as mamba_ssm's
+kernels do), exactly like `selective_scan_ref`. last_state is float32, or float64 when u is float64.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from typing import Optional
 import torch
 
 
-def _compute_dtype(*tensors) -> torch.dtype:
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """As `selective_scan_ref`: float64 for float64 u, else float32."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
 def _prep(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
@@ -43,7 +44,7 @@ def make_selective_scan(ext):
     class _SelectiveScanCpp(torch.autograd.Function):
         @staticmethod
         def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
-            ct = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+            ct = _compute_dtype(u)
             args = [_prep(t, ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
             args[3], args[4] = _bc4(args[3]), _bc4(args[4])
             h0 = _prep(initial_state, ct)

@@ -2,7 +2,7 @@
 
     fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
 
-Inputs fp32 / bf16 / fp16 are computed with an fp32 state (fp64 inputs: fp64 throughout); y comes back in u's dtype,
+Inputs fp32 / bf16 / fp16 are computed with an fp32 state (fp64 u: fp64 throughout, as `selective_scan_ref`); y comes back in u's dtype,
 last_state in fp32 (fp64 for fp64 inputs), gradients in each input's dtype.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ CHUNK = 16      # time steps per chunk (power of two); the associative scan runs
 MAX_BLOCK_D = 16
 
 
-def _acc(*tensors):
-    is64 = any(t is not None and t.dtype == torch.float64 for t in tensors)
-    return (torch.float64, tl.float64) if is64 else (torch.float32, tl.float32)
+def _acc(u):
+    """As `selective_scan_ref`: float64 for float64 u, else float32."""
+    return (torch.float64, tl.float64) if u.dtype == torch.float64 else (torch.float32, tl.float32)
 
 
 def _bc_strides(X):
@@ -52,7 +52,7 @@ def _prep(t, dtype=None):
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
-        acc_t, acc_tl = _acc(u, delta, A, B, C, D, z, delta_bias, initial_state)
+        acc_t, acc_tl = _acc(u)
         batch, dim, L = u.shape
         N = A.shape[1]
         u_, delta_, z_ = _prep(u), _prep(delta), _prep(z)
