@@ -244,6 +244,14 @@ class ForecastDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
+    def describe(self) -> dict:
+        """Plain-Python record of what a model trained on this data expects (kept in checkpoints)."""
+        sc = self.splits.scaler
+        return {"columns": list(self.splits.columns), "features": self.features, "target": self.target,
+                "freq": self.freq, "seq_len": self.seq_len, "pred_len": self.pred_len, "n_targets": self.n_targets,
+                "mean": None if sc is None else sc.mean.tolist(), "scale": None if sc is None else sc.scale.tolist(),
+                "seed": self.seed}
+
     def inverse_transform(self, y):
         """Undo scaling of targets (..., n_targets) back to the CSV's units."""
         if self.splits.scaler is None:

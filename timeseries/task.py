@@ -19,7 +19,11 @@ from ssmkit.train import TaskBase
 
 
 class ForecastTask(TaskBase):
-    """LightningModule around a forecasting `model`; the model's seq_len / pred_len / enc_in must match the data."""
+    """LightningModule around a forecasting `model`; the model's seq_len / pred_len / enc_in must match the data.
+
+    Checkpoints keep the model's `spec()` and the data's scaler and columns, so `load_from_checkpoint` rebuilds
+    the model and `forecast` can score a new CSV in the training units.
+    """
 
     def __init__(self, model: nn.Module, lr: float = 1e-4, weight_decay: float = 0.0, optimizer: str = "adam",
                  scheduler: Optional[str] = "type1", warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
@@ -29,7 +33,12 @@ class ForecastTask(TaskBase):
         self.schedule = scheduler
         super().__init__(lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                          scheduler=None if scheduler == "type1" else scheduler, warmup_steps=warmup_steps, betas=betas)
+        if isinstance(model, dict):  # rebuilt from a checkpoint's hyperparameters
+            from .experiments import instantiate
+            model = instantiate(model)
         self.save_hyperparameters(ignore=["model"])
+        if hasattr(model, "spec"):
+            self.hparams["model"] = model.spec()
         self.model = model
         self.inverse_metrics = inverse_metrics
         self.metrics = nn.ModuleDict({f"{stage}_{kind}": cls() for stage in ("val", "test")
@@ -38,17 +47,26 @@ class ForecastTask(TaskBase):
             self.metrics.update({f"test_{kind}_orig": cls() for kind, cls in
                                  (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))})
         self.n_windows = {"val": 0, "test": 0}
+        self.data_info: Optional[dict] = None
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
         dm.setup(stage)
+        self.data_info = dm.describe()
         want = {"seq_len": dm.seq_len, "pred_len": dm.pred_len, "enc_in": dm.n_inputs}
         got = {k: getattr(self.model, k, v) for k, v in want.items()}
         if got != want:
             raise ValueError(f"model {type(self.model).__name__} was built for {got} but the data gives {want}; "
                              f"set the model's init_args to match the data's")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.data_info is not None:
+            checkpoint["forecast_data"] = self.data_info
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.data_info = checkpoint.get("forecast_data")
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.model(x, x_mark)

@@ -12,6 +12,8 @@ import torch.nn as nn
 
 from ssmkit.core.ops._checks import check_tensor
 
+from .base import Forecaster
+
 
 class _TimeLinear(nn.Module):
     """Linear L -> H along time, one map shared by all channels or one per channel."""
@@ -33,7 +35,7 @@ class _TimeLinear(nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
-class NLinear(nn.Module):
+class NLinear(Forecaster):
     """Subtract the window's last value, apply a linear map L -> H, add the last value back."""
 
     def __init__(self, seq_len: int = 96, pred_len: int = 96, enc_in: int = 7, individual: bool = False):
@@ -56,7 +58,7 @@ def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return nn.functional.avg_pool1d(padded.transpose(1, 2), kernel_size, stride=1).transpose(1, 2)
 
 
-class DLinear(nn.Module):
+class DLinear(Forecaster):
     """Decompose into trend (moving average, kernel 25) and remainder; one linear map L -> H for each."""
 
     def __init__(self, seq_len: int = 96, pred_len: int = 96, enc_in: int = 7, individual: bool = False,

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from ssmkit.core.layers import Mamba
 from ssmkit.core.ops._checks import check_tensor
 
+from .base import Forecaster
+
 
 class InvertedEmbedding(nn.Module):
     """(B, L, N) values + (B, L, K) marks -> (B, N + K, d_model) tokens, one per variate / time feature."""
@@ -69,7 +71,7 @@ class BiMambaEncoder(nn.Module):
         return self.norm(x)
 
 
-class SMamba(nn.Module):
+class SMamba(Forecaster):
     """S-Mamba forecaster: x (B, L, N) [+ x_mark (B, L, K)] -> (B, H, N).
 
     Defaults are the paper's ETT scripts (d_model = d_ff = 256, e_layers 2, d_state 2, d_conv 2, expand 1,
