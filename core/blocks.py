@@ -121,8 +121,23 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.backbone = Backbone(vocab_size, d_model, n_layer, mixer, residual_in_fp32)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.reset_parameters(n_layer)
         if tie_embeddings:
             self.lm_head.weight = self.backbone.embedding.weight
+
+    def reset_parameters(self, n_layer: int, initializer_range: float = 0.02) -> None:
+        """mamba_ssm's init: embeddings N(0, 0.02), zero linear biases (unless marked `_no_reinit`), and each
+        residual branch's output projection scaled by 1/sqrt(n_layer) so the residual stream does not grow."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=initializer_range)
+        for name, p in self.backbone.layers.named_parameters():
+            if name.endswith(("out_proj.weight", "fc2.weight")):
+                nn.init.kaiming_uniform_(p, a=5 ** 0.5)
+                with torch.no_grad():
+                    p /= n_layer ** 0.5
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (batch, L) int64 -> logits (batch, L, vocab_size)."""

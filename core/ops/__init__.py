@@ -1,3 +1,15 @@
 """Functions on tensors. Each op `<op>` has a sequential `<op>_ref` oracle and `backend=` dispatch."""
 from .conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .selective_scan import selective_scan, selective_scan_ref
+from .fft_conv import fft_conv, fft_conv_ref
+from .s4_kernels import (dplr_discretize, dplr_kernel, dplr_kernel_ref, dplr_matrix, s4d_discretize, s4d_kernel,
+                         s4d_kernel_ref)
+from .xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, mlstm_zero_state, slstm, slstm_step,
+                    slstm_zero_state)
+from .companion import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
+from .ssd import ssd, ssd_ref
+from .ssd_noncausal import ssd_noncausal, ssd_noncausal_ref
+from .scan2d import cross_merge, cross_scan, route
+from .scan_states import selective_scan_states, selective_scan_states_ref
+from .chimera2d import selective_scan_2d, selective_scan_2d_ref
+from .convssm import convssm_scan, convssm_scan_ref

@@ -1,0 +1,124 @@
+"""SpaceTime companion SSM layers: open-loop `CompanionSSM` and `ClosedLoopCompanionSSM` (forecasts its own inputs).
+
+Each of `n_kernels` companion SSMs (state size `kernel_dim`) is shared by d_model / n_kernels consecutive
+channels (SpaceTime's heads). Parameters a, b, c (and k for the closed loop) are (n_kernels, kernel_dim) as in
+HazyResearch/spacetime; with `norm_order` > 0, vectors are divided by their L^p norm before use.
+`kernel_method` 'squaring' (SpaceTime's released path) or 'fft' (the O(d + L) path; it breaks down when A has
+an eigenvalue on the unit circle, which L1-normalised a with non-negative entries produces).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops._checks import check_tensor
+from ..ops.companion import companion_kernel, companion_kernel_squaring, companion_matrix, krylov
+from ..ops.fft_conv import fft_conv
+
+_KERNELS = {"fft": companion_kernel, "squaring": companion_kernel_squaring}
+
+
+def _normalise(x: torch.Tensor, order: int) -> torch.Tensor:
+    if order <= 0:
+        return x
+    norm = torch.linalg.vector_norm(x, ord=order, dim=-1, keepdim=True)
+    return x / norm.clamp_min(1e-4)
+
+
+class CompanionSSM(nn.Module):
+    """Open-loop companion SSM: y = K * u (+ skip u) with K[l] = c^T A^l b; (B, L, d_model) -> (B, L, d_model)."""
+
+    def __init__(self, d_model: int, kernel_dim: int = 64, n_kernels: int | None = None, norm_order: int = 1,
+                 skip_connection: bool = False, kernel_method: str = "squaring"):
+        super().__init__()
+        n_kernels = d_model if n_kernels is None else n_kernels
+        if n_kernels < 1 or d_model % n_kernels:
+            raise ValueError(f"n_kernels must divide d_model = {d_model}, got {n_kernels}")
+        if kernel_method not in _KERNELS:
+            raise ValueError(f"kernel_method must be one of {sorted(_KERNELS)}, got {kernel_method!r}")
+        self.d_model, self.kernel_dim, self.norm_order = d_model, kernel_dim, norm_order
+        self.heads = d_model // n_kernels
+        self.kernel_method = kernel_method
+        self.a = nn.Parameter(torch.randn(n_kernels, kernel_dim))
+        self.b = nn.Parameter(torch.randn(n_kernels, kernel_dim))
+        self.c = nn.Parameter(torch.randn(n_kernels, kernel_dim))
+        self.skip = nn.Parameter(torch.randn(d_model)) if skip_connection else None
+
+    def ssm(self):
+        """(a, b, c) as used by the kernel, each (n_kernels, kernel_dim); SpaceTime normalises only a here."""
+        return _normalise(self.a, self.norm_order), self.b, self.c
+
+    def _per_channel(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.heads, dim=0)
+
+    def conv_kernel(self, L: int) -> torch.Tensor:
+        """(d_model, L) kernel: each kernel repeated over its channels."""
+        return self._per_channel(_KERNELS[self.kernel_method](*self.ssm(), L))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, (None, None, self.d_model))
+        u = x.transpose(1, 2)
+        y = fft_conv(u, self.conv_kernel(u.shape[-1]).to(u.dtype))
+        if self.skip is not None:
+            y = y + u * self.skip.unsqueeze(-1)
+        return y.transpose(1, 2)
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        """Zero state (B, d_model, kernel_dim)."""
+        return self.a.new_zeros(batch_size, self.d_model, self.kernel_dim)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        """x_{t} = A x_{t-1} + b u_t, y_t = c^T x_t (+ skip u_t); A x costs O(d) (shift + last column)."""
+        check_tensor("x_t", x_t, ("B", self.d_model))
+        check_tensor("state", state, (x_t.shape[0], self.d_model, self.kernel_dim))
+        a, b, c = (self._per_channel(t) for t in self.ssm())
+        shifted = torch.cat([torch.zeros_like(state[..., :1]), state[..., :-1]], dim=-1)
+        state = shifted + a * state[..., -1:] + b * x_t.unsqueeze(-1)
+        y = (c * state).sum(-1)
+        if self.skip is not None:
+            y = y + self.skip * x_t
+        return y, state
+
+
+class ClosedLoopCompanionSSM(CompanionSSM):
+    """Closed-loop companion SSM: also learns k, a prediction u_{t+1} = k^T x_t of its own next input.
+
+    After reading a lag window, `forecast(x, horizon)` rolls the state out with A + b k^T, so one model
+    forecasts any horizon: y_j = c^T (A + b k^T)^j x_lag, next inputs k^T (A + b k^T)^j x_lag, j < horizon.
+    `forward` is the open-loop output (teacher forcing); `next_input(x)` the open-loop input prediction.
+    """
+
+    def __init__(self, d_model: int, kernel_dim: int = 64, n_kernels: int | None = None, norm_order: int = 1,
+                 kernel_method: str = "squaring"):
+        super().__init__(d_model, kernel_dim, n_kernels, norm_order, False, kernel_method)
+        self.k = nn.Parameter(torch.randn(self.a.shape[0], kernel_dim))
+
+    def ssm(self):
+        """(a, b, c) for the open-loop kernel; the closed loop normalises b, c and k as well."""
+        return tuple(_normalise(t, self.norm_order) for t in (self.a, self.b, self.c))
+
+    def next_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Open-loop prediction of each next input, k^T x_t: (B, L, d_model)."""
+        check_tensor("x", x, (None, None, self.d_model))
+        a, b, _ = self.ssm()
+        u = x.transpose(1, 2)
+        kernel = _KERNELS[self.kernel_method](a, b, _normalise(self.k, self.norm_order), u.shape[-1])
+        return fft_conv(u, self._per_channel(kernel).to(u.dtype)).transpose(1, 2)
+
+    def forecast(self, x: torch.Tensor, horizon: int):
+        """Read x (B, L, d_model), then roll out: returns (y, u_next), each (B, horizon, d_model)."""
+        check_tensor("x", x, (None, None, self.d_model))
+        if not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        a, b, c = self.ssm()
+        k = _normalise(self.k, self.norm_order)
+        A = companion_matrix(a)
+        L = x.shape[1]
+        # Last state x_lag = sum_i A^{L-1-i} b u_i, from the Krylov matrix [b, Ab, ...] of each kernel.
+        powers = self._per_channel(krylov(A, b, L))  # (D, d, L)
+        state = torch.einsum("hdl,bhl->bhd", powers, x.transpose(1, 2).flip(-1).to(powers.dtype))
+        closed = self._per_channel(A + b.unsqueeze(-1) * k.unsqueeze(-2))  # (D, d, d)
+        states = krylov(closed, state, horizon)  # (B, D, d, horizon)
+        y = torch.einsum("hd,bhdj->bjh", self._per_channel(c), states)
+        u_next = torch.einsum("hd,bhdj->bjh", self._per_channel(k), states)
+        return y.to(x.dtype), u_next.to(x.dtype)

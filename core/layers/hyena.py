@@ -1,0 +1,115 @@
+"""Hyena operator of HyenaDNA (order 2, causal), parameter names as in `standalone_hyenadna.py`.
+
+in_proj to 3 branches (x0, x1, v) -> short causal depthwise conv (k=3) -> v = v * x1 -> long conv with an
+implicit filter h + per-channel bias skip -> y = out_proj(v * x0). The filter is an MLP with Sin
+activations (one learnable frequency vector shared by all layers) over positional features
+[t, Re/Im exp(-i f 2 pi k / L)], times an exponential decay window. Filter MLP parameters are exposed
+through `filter_parameters()` for their own optimiser group (no weight decay).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..ops._checks import check_tensor
+from ..ops.fft_conv import fft_conv
+
+
+class Sin(nn.Module):
+    """sin(freq * x) with a learnable frequency per feature."""
+
+    def __init__(self, dim: int, w: float = 10.0):
+        super().__init__()
+        self.freq = nn.Parameter(w * torch.ones(1, dim))
+
+    def forward(self, x):
+        return torch.sin(self.freq * x)
+
+
+class PositionalEmbedding(nn.Module):
+    """Fixed features z (1, l_max, emb_dim) = [t in [0, 1], Re and Im of exp(-i f 2 pi k / l_max)] and t."""
+
+    def __init__(self, emb_dim: int, l_max: int):
+        super().__init__()
+        bands = (emb_dim - 1) // 2
+        t = torch.linspace(0, 1, l_max)[None, :, None]
+        w = 2 * math.pi * torch.arange(l_max, dtype=torch.float32)[None, :, None] / l_max
+        f = torch.linspace(1e-4, bands - 1, bands)[None, None]
+        z = torch.exp(-1j * f * w)
+        self.register_buffer("z", torch.cat([t, z.real, z.imag], dim=-1))
+        self.register_buffer("t", t)
+
+    def forward(self, L: int):
+        return self.z[:, :L], self.t[:, :L]
+
+
+class ExponentialModulation(nn.Module):
+    """h <- h * (exp(-t |delta_c|) + shift), decay rates spread from slow to fast across channels (fixed)."""
+
+    def __init__(self, d_model: int, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5,
+                 target: float = 1e-2, shift: float = 0.05):
+        super().__init__()
+        self.shift = shift
+        deltas = torch.linspace(math.log(target) / slow_decay_pct, math.log(target) / fast_decay_pct, d_model)
+        self.register_buffer("deltas", deltas[None, None])
+
+    def forward(self, t, h):
+        return h * (torch.exp(-t * self.deltas.abs()) + self.shift)
+
+
+class HyenaFilter(nn.Module):
+    """Implicit long filter: (L,) positions -> (L, d_model) kernel; `bias` is the per-channel skip."""
+
+    def __init__(self, d_model: int, l_max: int, emb_dim: int = 5, filter_order: int = 64, num_inner_mlps: int = 2,
+                 w: float = 10.0):
+        super().__init__()
+        if emb_dim < 3 or emb_dim % 2 == 0:
+            raise ValueError(f"emb_dim must be odd and >= 3 (time, cosine and sine features), got {emb_dim}")
+        self.bias = nn.Parameter(torch.randn(d_model))
+        self.pos_emb = PositionalEmbedding(emb_dim, l_max)
+        act = Sin(filter_order, w)  # one module: the frequencies are shared by every Sin
+        layers = [nn.Linear(emb_dim, filter_order), act]
+        for _ in range(num_inner_mlps):
+            layers += [nn.Linear(filter_order, filter_order), act]
+        layers.append(nn.Linear(filter_order, d_model, bias=False))
+        self.implicit_filter = nn.Sequential(*layers)
+        self.modulation = ExponentialModulation(d_model)
+
+    def filter(self, L: int) -> torch.Tensor:
+        """The (L, d_model) filter."""
+        z, t = self.pos_emb(L)
+        return self.modulation(t, self.implicit_filter(z))[0]
+
+
+class Hyena(nn.Module):
+    """HyenaDNA's order-2 Hyena operator: (B, L, d_model) -> (B, L, d_model), causal, L <= l_max."""
+
+    def __init__(self, d_model: int, l_max: int, filter_order: int = 64, emb_dim: int = 5, w: float = 10.0,
+                 short_filter_order: int = 3, dropout: float = 0.0):
+        super().__init__()
+        self.d_model, self.l_max = d_model, l_max
+        inner = 3 * d_model
+        self.in_proj = nn.Linear(d_model, inner)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.short_filter = nn.Conv1d(inner, inner, short_filter_order, padding=short_filter_order - 1, groups=inner)
+        self.filter_fn = HyenaFilter(d_model, l_max, emb_dim, filter_order, w=w)
+        self.dropout = nn.Dropout(dropout)
+
+    def filter_parameters(self):
+        """Parameters of the implicit filter MLP (incl. Sin frequencies): train them without weight decay."""
+        return list(self.filter_fn.implicit_filter.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, (None, None, self.d_model))
+        L = x.shape[1]
+        if L > self.l_max:
+            raise ValueError(f"sequence length {L} exceeds l_max = {self.l_max} (x has shape {tuple(x.shape)})")
+        u = self.in_proj(x).transpose(1, 2)
+        u = self.short_filter(u)[..., :L]  # padding both sides then keeping the first L outputs: causal
+        x0, x1, v = u.split(self.d_model, dim=1)
+        h = self.filter_fn.filter(L).transpose(0, 1)  # (d_model, L)
+        v = self.dropout(v * x1)
+        v = fft_conv(v, h.to(v.dtype)) + v * self.filter_fn.bias.unsqueeze(-1)
+        return self.out_proj((v * x0).transpose(1, 2))

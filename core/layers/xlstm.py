@@ -1,0 +1,300 @@
+"""mLSTM and sLSTM residual blocks in the xLSTM layout (NX-AI/xlstm `xLSTMBlock`), with `step` for decoding.
+
+mLSTM block: x + proj_down(((mLSTM(q, k, v) -> head norm) + skip * conv) * silu(z)), where the pre-normed
+input is up-projected to (x_m, z), x_m goes through a causal depthwise conv + SiLU to give q, k (v from x_m),
+and the gates read [q, k, v]. sLSTM block: x + group-norm(sLSTM(...)), then x + GLU feed-forward.
+Parameter names and shapes follow xLSTM, so its checkpoints load with the key prefix `xlstm.` kept.
+These are whole residual blocks: stack them directly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops._checks import check_tensor
+from ..ops.xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_step, mlstm_zero_state, slstm, slstm_step,
+                         slstm_zero_state)
+
+
+def _round_up(x: float, multiple: int = 64) -> int:
+    return int(math.ceil(x / multiple) * multiple)
+
+
+def _small_init(w: torch.Tensor, dim: int):
+    nn.init.normal_(w, std=math.sqrt(2 / (5 * dim)))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm without bias and with a residual weight (scale = 1 + weight), as in xLSTM."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return F.layer_norm(x, (x.shape[-1],), 1 + self.weight, None, self.eps)
+
+
+class MultiHeadLayerNorm(LayerNorm):
+    """Normalise each head separately: (..., NH, DH) -> (..., NH * DH)."""
+
+    def forward(self, x):
+        *lead, nh, dh = x.shape
+        y = F.group_norm(x.reshape(-1, nh * dh), nh, 1 + self.weight, None, self.eps)
+        return y.view(*lead, nh * dh)
+
+
+class HeadwiseLinear(nn.Module):
+    """Block-diagonal linear map: features split into `num_heads` blocks, each mapped separately."""
+
+    def __init__(self, features: int, num_heads: int):
+        super().__init__()
+        if features % num_heads:
+            raise ValueError(f"features ({features}) must be a multiple of num_heads ({num_heads})")
+        self.num_heads = num_heads
+        block = features // num_heads
+        self.weight = nn.Parameter(torch.empty(num_heads, block, block))
+        _small_init(self.weight, block)
+
+    def forward(self, x):
+        x = x.view(*x.shape[:-1], self.num_heads, -1)
+        return torch.einsum("...hd,hod->...ho", x, self.weight).flatten(-2)
+
+
+class CausalConv1d(nn.Module):
+    """Depthwise causal conv (`conv.weight` (D, 1, K), `conv.bias` (D,)) on (B, L, D), and its one-step form."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim)
+
+    def forward(self, x):
+        u = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))
+        return self.conv(u).transpose(1, 2)
+
+    def step(self, x_t, window):
+        """x_t (B, D), window (B, K-1, D) of previous inputs -> (y_t (B, D), new window)."""
+        full = torch.cat([window, x_t.unsqueeze(1)], dim=1)  # (B, K, D)
+        y = torch.einsum("bkd,dk->bd", full, self.conv.weight[:, 0]) + self.conv.bias
+        return y, full[:, 1:]
+
+
+class mLSTMCell(nn.Module):
+    """Gates and output norm around the mLSTM op."""
+
+    def __init__(self, inner: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.igate = nn.Linear(3 * inner, num_heads)
+        self.fgate = nn.Linear(3 * inner, num_heads)
+        self.outnorm = MultiHeadLayerNorm(inner)
+        nn.init.zeros_(self.fgate.weight)
+        with torch.no_grad():
+            self.fgate.bias.copy_(torch.linspace(3.0, 6.0, num_heads))
+        nn.init.zeros_(self.igate.weight)
+        nn.init.normal_(self.igate.bias, std=0.1)
+
+    def gates(self, q, k, v):
+        qkv = torch.cat([q, k, v], dim=-1)
+        return self.igate(qkv), self.fgate(qkv)
+
+
+class mLSTMLayer(nn.Module):
+    """The mLSTM mixer of an xLSTM block (without its pre-norm and residual)."""
+
+    def __init__(self, d_model, num_heads, proj_factor, conv1d_kernel_size, qkv_proj_blocksize, bias, num_blocks):
+        super().__init__()
+        inner = _round_up(proj_factor * d_model)
+        if inner % num_heads or inner % qkv_proj_blocksize:
+            raise ValueError(f"inner size {inner} must be divisible by num_heads ({num_heads}) "
+                             f"and qkv_proj_blocksize ({qkv_proj_blocksize})")
+        self.inner, self.num_heads = inner, num_heads
+        self.proj_up = nn.Linear(d_model, 2 * inner, bias=bias)
+        self.q_proj = HeadwiseLinear(inner, inner // qkv_proj_blocksize)
+        self.k_proj = HeadwiseLinear(inner, inner // qkv_proj_blocksize)
+        self.v_proj = HeadwiseLinear(inner, inner // qkv_proj_blocksize)
+        self.conv1d = CausalConv1d(inner, conv1d_kernel_size)
+        self.mlstm_cell = mLSTMCell(inner, num_heads)
+        self.learnable_skip = nn.Parameter(torch.ones(inner))
+        self.proj_down = nn.Linear(inner, d_model, bias=bias)
+        _small_init(self.proj_up.weight, d_model)
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            _small_init(proj.weight, d_model)
+        nn.init.normal_(self.proj_down.weight, std=2 / num_blocks / math.sqrt(d_model))
+        for lin in (self.proj_up, self.proj_down):
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    def _heads(self, t):  # (..., inner) -> (..., NH, DH)
+        return t.view(*t.shape[:-1], self.num_heads, -1)
+
+    def _project(self, x_m, x_conv):
+        q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_m)
+        i, f = self.mlstm_cell.gates(q, k, v)
+        return q, k, v, i, f
+
+    def _output(self, h, x_conv, z):
+        h = self.mlstm_cell.outnorm(h) + self.learnable_skip * x_conv
+        return self.proj_down(h * F.silu(z))
+
+    def forward(self, x, mode, chunk_size):
+        x_m, z = self.proj_up(x).split(self.inner, dim=-1)
+        x_conv = F.silu(self.conv1d(x_m))
+        q, k, v, i, f = self._project(x_m, x_conv)
+        to_op = lambda t: self._heads(t).transpose(1, 2)  # (B, S, inner) -> (B, NH, S, DH)
+        args = (to_op(q), to_op(k), to_op(v), i.transpose(1, 2), f.transpose(1, 2))
+        if mode == "parallel":
+            h = mlstm_parallel(*args)
+        else:
+            h = mlstm_chunkwise(*args, chunk_size=chunk_size)
+        return self._output(h.transpose(1, 2), x_conv, z)
+
+    def step(self, x_t, state):
+        x_m, z = self.proj_up(x_t).split(self.inner, dim=-1)
+        conv_out, window = self.conv1d.step(x_m, state["conv"])
+        x_conv = F.silu(conv_out)
+        q, k, v, i, f = self._project(x_m, x_conv)
+        h, (C, n, m) = mlstm_step(self._heads(q), self._heads(k), self._heads(v), i, f,
+                                  (state["C"], state["n"], state["m"]))
+        return self._output(h.to(x_t.dtype), x_conv, z), {"conv": window, "C": C, "n": n, "m": m}
+
+
+class mLSTM(nn.Module):
+    """mLSTM block: x + mLSTMLayer(LayerNorm(x)); (B, L, d_model) -> (B, L, d_model).
+
+    mode 'chunkwise' (default, O(L chunk_size)) or 'parallel' (O(L^2)); `step` runs the recurrent form.
+    """
+
+    def __init__(self, d_model: int, num_heads: int = 4, proj_factor: float = 2.0, conv1d_kernel_size: int = 4,
+                 qkv_proj_blocksize: int = 4, bias: bool = False, dropout: float = 0.0, mode: str = "chunkwise",
+                 chunk_size: int = 64, num_blocks: int = 1):
+        super().__init__()
+        if mode not in ("chunkwise", "parallel"):
+            raise ValueError(f"mode must be 'chunkwise' or 'parallel', got {mode!r}")
+        self.d_model, self.mode, self.chunk_size = d_model, mode, chunk_size
+        self.xlstm_norm = LayerNorm(d_model)
+        self.xlstm = mLSTMLayer(d_model, num_heads, proj_factor, conv1d_kernel_size, qkv_proj_blocksize, bias,
+                                num_blocks)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, (None, None, self.d_model))
+        return x + self.dropout(self.xlstm(self.xlstm_norm(x), self.mode, self.chunk_size))
+
+    def initial_state(self, batch_size: int) -> Dict[str, torch.Tensor]:
+        """Empty state: conv window (B, K-1, inner) and memory C (B, NH, DH, DH), n (B, NH, DH), m (B, NH)."""
+        layer = self.xlstm
+        w = layer.proj_up.weight
+        dh = layer.inner // layer.num_heads
+        C, n, m = mlstm_zero_state(batch_size, layer.num_heads, dh, dh,
+                                   torch.promote_types(w.dtype, torch.float32), w.device)
+        window = torch.zeros(batch_size, layer.conv1d.kernel_size - 1, layer.inner, dtype=w.dtype, device=w.device)
+        return {"conv": window, "C": C, "n": n, "m": m}
+
+    def step(self, x_t: torch.Tensor, state: Dict[str, torch.Tensor]):
+        """x_t (B, d_model) -> (y_t (B, d_model), new state)."""
+        check_tensor("x_t", x_t, (None, self.d_model))
+        y, state = self.xlstm.step(self.xlstm_norm(x_t), state)
+        return x_t + self.dropout(y), state
+
+
+class sLSTMCell(nn.Module):
+    """Recurrent weights (NH, DH, 4, DH) and biases (NH, 4, DH) of the four gates (i, f, z, o)."""
+
+    def __init__(self, d_model: int, num_heads: int):
+        super().__init__()
+        dh = d_model // num_heads
+        self.recurrent_kernel = nn.Parameter(torch.zeros(num_heads, dh, 4, dh))
+        bias = torch.zeros(num_heads, 4, dh)
+        # Forget-gate bias: power-law spread over the head dimension (xLSTM 'powerlaw_blockdependent', block 0).
+        bias[:, 1] = -(-5.0 + 12.0 * (torch.arange(dh) / max(dh - 1, 1)) ** 0.3)
+        self.bias = nn.Parameter(bias)
+
+
+class FeedForward(nn.Module):
+    """GLU feed-forward: proj_down(gelu(gate) * up), with (gate, up) = proj_up(x)."""
+
+    def __init__(self, d_model: int, proj_factor: float, num_blocks: int):
+        super().__init__()
+        self.hidden = _round_up(proj_factor * d_model)
+        self.proj_up = nn.Linear(d_model, 2 * self.hidden, bias=False)
+        self.proj_down = nn.Linear(self.hidden, d_model, bias=False)
+        _small_init(self.proj_up.weight, d_model)
+        nn.init.normal_(self.proj_down.weight, std=2 / num_blocks / math.sqrt(d_model))
+
+    def forward(self, x):
+        gate, up = self.proj_up(x).split(self.hidden, dim=-1)
+        return self.proj_down(F.gelu(gate) * up)
+
+
+class sLSTMLayer(nn.Module):
+    """The sLSTM mixer: causal conv + SiLU feeds the i, f gates; z, o read the input directly."""
+
+    def __init__(self, d_model: int, num_heads: int, conv1d_kernel_size: int):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.conv1d = CausalConv1d(d_model, conv1d_kernel_size)
+        self.fgate = HeadwiseLinear(d_model, num_heads)
+        self.igate = HeadwiseLinear(d_model, num_heads)
+        self.zgate = HeadwiseLinear(d_model, num_heads)
+        self.ogate = HeadwiseLinear(d_model, num_heads)
+        self.slstm_cell = sLSTMCell(d_model, num_heads)
+        self.group_norm = MultiHeadLayerNorm(d_model)
+
+    def preactivations(self, x, x_conv):
+        wx = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=-2)
+        return wx.view(*wx.shape[:-1], self.num_heads, -1)  # (..., 4, NH, DH)
+
+    def forward(self, x):
+        wx = self.preactivations(x, F.silu(self.conv1d(x)))
+        y = slstm(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias)
+        return self.group_norm(y)
+
+    def step(self, x_t, state):
+        conv_out, window = self.conv1d.step(x_t, state["conv"])
+        wx = self.preactivations(x_t, F.silu(conv_out))
+        y, cell = slstm_step(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias, state["cell"])
+        return self.group_norm(y.to(x_t.dtype)), {"conv": window, "cell": cell}
+
+
+class sLSTM(nn.Module):
+    """sLSTM block: x + sLSTMLayer(LayerNorm(x)), then x + FeedForward(LayerNorm(x)); (B, L, d) -> (B, L, d)."""
+
+    def __init__(self, d_model: int, num_heads: int = 4, conv1d_kernel_size: int = 4, ffn_proj_factor: float = 1.3,
+                 dropout: float = 0.0, num_blocks: int = 1):
+        super().__init__()
+        self.d_model = d_model
+        self.xlstm_norm = LayerNorm(d_model)
+        self.xlstm = sLSTMLayer(d_model, num_heads, conv1d_kernel_size)
+        self.ffn_norm = LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, ffn_proj_factor, num_blocks)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, (None, None, self.d_model))
+        x = x + self.dropout(self.xlstm(self.xlstm_norm(x)))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+    def initial_state(self, batch_size: int):
+        """Empty state: conv window (B, K-1, d_model) and cell state (y, c, n, m), each (B, NH, DH)."""
+        w = self.ffn.proj_up.weight
+        layer = self.xlstm
+        cell = slstm_zero_state(batch_size, layer.num_heads, self.d_model // layer.num_heads,
+                                torch.promote_types(w.dtype, torch.float32), w.device)
+        window = torch.zeros(batch_size, layer.conv1d.kernel_size - 1, self.d_model, dtype=w.dtype, device=w.device)
+        return {"conv": window, "cell": cell}
+
+    def step(self, x_t: torch.Tensor, state):
+        """x_t (B, d_model) -> (y_t (B, d_model), new state)."""
+        check_tensor("x_t", x_t, (None, self.d_model))
+        y, state = self.xlstm.step(self.xlstm_norm(x_t), state)
+        x_t = x_t + self.dropout(y)
+        return x_t + self.dropout(self.ffn(self.ffn_norm(x_t))), state

@@ -1,0 +1,208 @@
+"""SSD, the scan of Mamba-2, with the layout and semantics of `mamba_ssm`'s `mamba_chunk_scan_combined`.
+
+    dt  = clamp(softplus(dt + dt_bias), *dt_limit)        (each step optional)
+    h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T            (per head: h (P, N), A a negative scalar)
+    y_t = h_t C_t + D x_t,   y *= silu(z)
+
+x, z: (batch, L, H, P). dt: (batch, L, H). A: (H,). B, C: (batch, L, G, N), head h reads group h // (H / G).
+D: (H,) or (H, P). initial_states and final states: (batch, H, P, N). `seq_idx` (batch, L) integers, non-decreasing,
+marks sequences packed into one row: no state crosses a change of seq_idx; `initial_states` continue the
+sequence at position 0 and the final states are those of the last one. States are fp32 (fp64 for fp64 x);
+y takes x's dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_same_device, check_tensor
+from ._dispatch import select
+
+DEFAULT_DT_LIMIT = (0.0, float("inf"))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def prepare_dt(dt, dt_bias=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, dtype=torch.float32):
+    """dt + dt_bias, softplus (linear above 20, as mamba_ssm) and the dt_limit clamp, in `dtype`."""
+    dt = dt.to(dtype)
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(dtype)
+    if dt_softplus:
+        dt = torch.where(dt <= 20.0, F.softplus(dt), dt)
+    if tuple(dt_limit) != DEFAULT_DT_LIMIT:
+        dt = dt.clamp(dt_limit[0], dt_limit[1])
+    return dt
+
+
+def _resets(seq_idx: torch.Tensor) -> torch.Tensor:
+    """(batch, L) bool: True where a new packed sequence starts (never at position 0)."""
+    new = torch.zeros_like(seq_idx, dtype=torch.bool)
+    new[:, 1:] = seq_idx[:, 1:] != seq_idx[:, :-1]
+    return new
+
+
+def _finish(y, x, D, z, out_dtype):
+    """Skip connection D x and gate silu(z), shared by every implementation."""
+    if D is not None:
+        Df = D.to(y.dtype)
+        y = y + x.to(y.dtype) * (Df[:, None] if Df.dim() == 1 else Df)
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(out_dtype)
+
+
+def ssd_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT,
+            initial_states=None, seq_idx=None, return_final_states=False):
+    """The definition: the recurrence as a sequential loop over time (unbound once), fp64-capable. The oracle."""
+    _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx)
+    f = _compute_dtype(x)
+    batch, L, H, P = x.shape
+    dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)
+    reps = H // B.shape[2]
+    Bh, Ch = (M.to(f).repeat_interleave(reps, dim=2) for M in (B, C))  # (batch, L, H, N)
+    decay = torch.exp(dt * A.to(f))
+    if seq_idx is not None:
+        decay = decay.masked_fill(_resets(seq_idx).unsqueeze(-1), 0.0)
+    h = (torch.zeros(batch, H, P, B.shape[-1], dtype=f, device=x.device) if initial_states is None
+         else initial_states.to(f))
+    xdt = x.to(f) * dt.unsqueeze(-1)
+    ys = []
+    for xdt_t, a_t, B_t, C_t in zip(xdt.unbind(1), decay.unbind(1), Bh.unbind(1), Ch.unbind(1)):
+        h = a_t[:, :, None, None] * h + xdt_t.unsqueeze(-1) * B_t.unsqueeze(2)
+        ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t))
+    y = _finish(torch.stack(ys, dim=1), x, D, z, x.dtype)
+    return (y, h) if return_final_states else y
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """Stable segment sums: a (..., T) -> (..., T, T) with [i, j] = a_{j+1} + ... + a_i for i >= j, -inf above.
+
+    Each entry is a sum of its own terms (masked cumsum), never a difference of two long cumsums, so no
+    precision is lost and, as every a_k <= 0, every exponent is <= 0; -inf entries (a reset) give exp = 0.
+    """
+    T = a.shape[-1]
+    ones = torch.ones(T, T, dtype=torch.bool, device=a.device)
+    terms = a.unsqueeze(-2).expand(*a.shape[:-1], T, T).transpose(-1, -2)  # [k, j] = a_k
+    sums = terms.masked_fill(~torch.tril(ones, -1), 0.0).cumsum(-2)
+    return sums.masked_fill(~torch.tril(ones), float("-inf"))
+
+
+def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                 dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, return_final_states=False):
+    """The chunked matrix ("state space duality") form: quadratic inside chunks, a state passed between them.
+
+    Per chunk of Q steps: y = (C B^T * exp(segsum(dt A))) (x dt)  [the diagonal block]  plus the incoming
+    state read out through C with decay exp(cumsum(dt A)). Chunk states are passed on by a loop over chunks.
+    """
+    f = _compute_dtype(x)
+    batch, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    R = H // G
+    Q = min(chunk_size, L)
+    nc = -(-L // Q)
+    pad = nc * Q - L
+    dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)
+    a = dt * A.to(f)                                                    # (batch, L, H) log-decays, <= 0
+    if seq_idx is not None:
+        a = a.masked_fill(_resets(seq_idx).unsqueeze(-1), float("-inf"))
+    xdt = x.to(f) * dt.unsqueeze(-1)
+    Bf, Cf = B.to(f), C.to(f)
+    if pad:  # zero steps: no input, decay 1; they change neither y[:L] nor the final state
+        a, xdt = F.pad(a, (0, 0, 0, pad)), F.pad(xdt, (0, 0, 0, 0, 0, pad))
+        Bf, Cf = F.pad(Bf, (0, 0, 0, 0, 0, pad)), F.pad(Cf, (0, 0, 0, 0, 0, pad))
+    xdt = xdt.view(batch, nc, Q, G, R, P)
+    Bf, Cf = Bf.view(batch, nc, Q, G, N), Cf.view(batch, nc, Q, G, N)
+    a = a.view(batch, nc, Q, G, R).permute(0, 1, 3, 4, 2)              # (batch, nc, G, R, Q)
+
+    seg = segsum(a)                                                     # (batch, nc, G, R, Q, Q)
+    cs = a.cumsum(-1)                                                   # decay from the chunk start
+    CB = torch.einsum("bcign,bcjgn->bcgij", Cf, Bf)
+    y = torch.einsum("bcgrij,bcjgrp->bcigrp", CB.unsqueeze(3) * torch.exp(seg), xdt)
+
+    to_end = torch.exp(seg[..., -1, :]).permute(0, 1, 4, 2, 3).unsqueeze(-1)   # (batch, nc, Q, G, R, 1)
+    states = torch.einsum("bcjgn,bcjgrp->bcgrpn", Bf, xdt * to_end)
+    chunk_decay = torch.exp(cs[..., -1])                                # (batch, nc, G, R)
+    h = (torch.zeros(batch, G, R, P, N, dtype=f, device=x.device) if initial_states is None
+         else initial_states.to(f).view(batch, G, R, P, N))
+    entering = []
+    for s_c, d_c in zip(states.unbind(1), chunk_decay.unbind(1)):
+        entering.append(h)
+        h = d_c[..., None, None] * h + s_c
+    entering = torch.stack(entering, dim=1)                             # (batch, nc, G, R, P, N)
+    from_start = torch.exp(cs).permute(0, 1, 4, 2, 3).unsqueeze(-1)    # (batch, nc, Q, G, R, 1)
+    y = y + torch.einsum("bcign,bcgrpn->bcigrp", Cf, entering) * from_start
+
+    y = y.reshape(batch, nc * Q, H, P)[:, :L]
+    y = _finish(y, x, D, z, x.dtype)
+    return (y, h.reshape(batch, H, P, N)) if return_final_states else y
+
+
+def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size=1):
+    s = check_tensor("x", x, ("batch", "L", "H", "P"))
+    check_tensor("dt", dt, ("batch", "L", "H"), s)
+    check_tensor("A", A, ("H",), s)
+    check_tensor("B", B, ("batch", "L", "G", "N"), s)
+    check_tensor("C", C, ("batch", "L", "G", "N"), s)
+    if s["G"] == 0 or s["H"] % s["G"]:
+        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
+    if s["L"] == 0:
+        raise ValueError(f"x must have at least one time step, got shape {tuple(x.shape)}")
+    if D is not None:
+        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
+    if z is not None:
+        check_tensor("z", z, ("batch", "L", "H", "P"), s)
+    if dt_bias is not None:
+        check_tensor("dt_bias", dt_bias, ("H",), s)
+    if initial_states is not None:
+        check_tensor("initial_states", initial_states, ("batch", "H", "P", "N"), s)
+    if seq_idx is not None:
+        check_tensor("seq_idx", seq_idx, ("batch", "L"), s, floating=False)
+        if seq_idx.is_floating_point() or seq_idx.is_complex():
+            raise TypeError(f"seq_idx must be an integer tensor, got dtype {seq_idx.dtype}")
+        if (seq_idx[:, 1:] < seq_idx[:, :-1]).any():
+            raise ValueError("seq_idx must be non-decreasing along L (packed sequences in order)")
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    lo, hi = dt_limit
+    if not 0.0 <= lo <= hi:
+        raise ValueError(f"dt_limit must be (low, high) with 0 <= low <= high, got {tuple(dt_limit)}")
+    if (A > 0).any():
+        raise ValueError(f"A must be <= 0 (decay exp(dt A) <= 1), got max {A.max().item():g}")
+    return check_same_device(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
+                             initial_states=initial_states, seq_idx=seq_idx)
+
+
+def _check_dt_nonnegative(dt, dt_bias, dt_softplus, dt_limit):
+    """Only raw dt (no softplus, no limit) can be negative; a negative step would grow the state."""
+    if dt_softplus or tuple(dt_limit) != DEFAULT_DT_LIMIT:
+        return
+    d = dt if dt_bias is None else dt + dt_bias
+    if (d < 0).any():
+        raise ValueError(f"dt (+ dt_bias) must be >= 0 without dt_softplus, got min {d.min().item():g};"
+                         " pass dt_softplus=True or a dt_limit")
+
+
+def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+        chunk_size: int = 64, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+        dt_bias: Optional[torch.Tensor] = None, dt_softplus: bool = False,
+        dt_limit: Tuple[float, float] = DEFAULT_DT_LIMIT, initial_states: Optional[torch.Tensor] = None,
+        seq_idx: Optional[torch.Tensor] = None, return_final_states: bool = False, backend: str = "auto"):
+    """SSD (see module docstring). Returns y, or (y, final_states) with `return_final_states`.
+
+    chunk_size: steps per chunk of the matrix form (any positive int; 32-64 is fastest on CPU, mamba_ssm
+    needs a power of two). backend: "auto", "torch" (chunked PyTorch) or "mamba_ssm" (Triton, CUDA).
+    """
+    device = _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size)
+    _check_dt_nonnegative(dt, dt_bias, dt_softplus, dt_limit)
+    power_of_two = chunk_size & (chunk_size - 1) == 0
+    if backend == "mamba_ssm" and not power_of_two:
+        raise ValueError(f"backend='mamba_ssm' needs a power-of-two chunk_size, got {chunk_size}")
+    impl = select("ssd", backend, device, _ssd_chunked, skip=() if power_of_two else ("mamba_ssm",))
+    return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
+                seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
+                return_final_states=return_final_states)

@@ -1,0 +1,145 @@
+"""Training glue shared by every domain: the LightningModule base (optimiser, schedule, metric logging),
+seeding, and the record a demo returns."""
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import lightning as L
+import torch
+import torch.nn as nn
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+SCHEDULERS = (None, "constant", "cosine", "linear")
+
+
+def seed(value: int = 0) -> int:
+    """Seed python, numpy and torch (all workers) through Lightning; returns the seed for the record."""
+    return L.seed_everything(value, workers=True, verbose=False)
+
+
+def no_weight_decay_names(model: nn.Module) -> set:
+    """Parameters that get no weight decay: biases, norm/1-D weights, those flagged `_no_weight_decay`, and
+    names listed by any submodule's timm-style `no_weight_decay()`."""
+    names = set()
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "no_weight_decay", None)
+        if callable(listed):
+            names |= {f"{prefix}.{n}" if prefix else n for n in listed()}
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or getattr(p, "_no_weight_decay", False):
+            names.add(name)
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    """Two optimiser groups: with and without weight decay (see `no_weight_decay_names`)."""
+    skip = no_weight_decay_names(model)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name in skip else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def warmup_then(schedule: Optional[str], warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
+    """lr multiplier per step: linear warm-up, then constant, cosine or linear decay to `min_lr_ratio`."""
+    if schedule not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule in (None, "constant"):
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * shape
+    return factor
+
+
+class TaskBase(L.LightningModule):
+    """Base of every ssmkit task: optimiser with weight-decay groups, warm-up + schedule, metric logging.
+
+    Subclasses implement the steps; they may override `configure_optimizers` for a protocol's own schedule.
+    """
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adamw",
+                 scheduler: Optional[str] = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
+                 betas: Tuple[float, float] = (0.9, 0.999)):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        self.lr, self.weight_decay, self.optimizer_name = lr, weight_decay, optimizer
+        self.scheduler_name, self.warmup_steps, self.min_lr_ratio, self.betas = scheduler, warmup_steps, min_lr_ratio, betas
+
+    def extra_param_groups(self) -> List[Dict]:
+        """Hook for parameters that need their own group (e.g. Hyena filters); returned groups are removed
+        from the default groups."""
+        return []
+
+    def configure_optimizers(self):
+        extra = self.extra_param_groups()
+        taken = {id(p) for g in extra for p in g["params"]}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in taken]}
+                  for g in param_groups(self, self.weight_decay)]
+        groups = [g for g in groups if g["params"]] + extra
+        kwargs = {"lr": self.lr} if self.optimizer_name == "sgd" else {"lr": self.lr, "betas": self.betas}
+        opt = OPTIMIZERS[self.optimizer_name](groups, **kwargs)
+        if self.scheduler_name is None and self.warmup_steps == 0:
+            return opt
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_then(self.scheduler_name, self.warmup_steps, total, self.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def log_metrics(self, stage: str, metrics: Dict[str, torch.Tensor], **kwargs) -> None:
+        """Log each metric as `stage/name` (progress bar, epoch aggregates for val/test, synced across ranks)."""
+        on_step = stage == "train"
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=True, on_step=on_step, on_epoch=not on_step,
+                     sync_dist=True, **kwargs)
+
+
+@dataclass
+class DemoResult:
+    """One row of the `ssmkit demo` summary table."""
+    model: str
+    task: str
+    steps: int
+    first_loss: float
+    last_loss: float
+    metric_name: str
+    metric: float
+    seconds: float
+    outputs: List[pathlib.Path] = field(default_factory=list)
+
+
+class LossHistory(L.Callback):
+    """Records the training loss of every step (demos report the first and last)."""
+
+    def __init__(self):
+        self.losses: List[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss.detach()))
+
+
+def smoothed(values: Iterable[float], n: int = 10) -> Tuple[float, float]:
+    """Mean of the first and of the last n values: a fair 'first loss' and 'last loss' for a noisy curve."""
+    values = list(values)
+    n = max(1, min(n, len(values) // 2 or 1))
+    return sum(values[:n]) / n, sum(values[-n:]) / n
+
+
+def demo_trainer(out_dir: pathlib.Path, max_steps: int, callbacks: Iterable[L.Callback] = (), **kwargs) -> L.Trainer:
+    """A quiet CPU/GPU trainer for demos: CSV logs and a checkpoint under out_dir."""
+    return L.Trainer(max_steps=max_steps, default_root_dir=str(out_dir), logger=L.pytorch.loggers.CSVLogger(str(out_dir)),
+                     callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
+                     log_every_n_steps=10, num_sanity_val_steps=0, **kwargs)
