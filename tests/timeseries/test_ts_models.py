@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from ssmkit.timeseries.models import DLinear, NLinear, SMamba
+from ssmkit.timeseries.models import DLinear, NLinear, SMamba, SpaceTime
 from ssmkit.timeseries.models.linear import moving_average
+from ssmkit.timeseries.models.spacetime import preprocessing_kernels
 
 SMALL_SMAMBA = dict(d_model=16, d_ff=16, e_layers=2, d_state=2)
 
@@ -11,7 +12,8 @@ SMALL_SMAMBA = dict(d_model=16, d_ff=16, e_layers=2, d_state=2)
 def _models(enc_in, L=24, H=8):
     return {"NLinear": NLinear(L, H, enc_in), "NLinear-ind": NLinear(L, H, enc_in, individual=True),
             "DLinear": DLinear(L, H, enc_in), "DLinear-ind": DLinear(L, H, enc_in, individual=True),
-            "SMamba": SMamba(L, H, enc_in, **SMALL_SMAMBA)}
+            "SMamba": SMamba(L, H, enc_in, **SMALL_SMAMBA),
+            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4)}
 
 
 @pytest.mark.parametrize("enc_in", [7, 1], ids=["M", "S"])
@@ -88,3 +90,28 @@ def test_ts_smamba_paper_defaults_size():
     per_layer = 2 * per_mamba + 2 * (256 * 256 + 256) + 4 * 256
     want = (96 * 256 + 256) + 2 * per_layer + 2 * 256 + (256 * 96 + 96)
     assert sum(p.numel() for p in m.parameters()) == want
+
+
+def test_ts_spacetime_closed_loop_longer_horizon_and_loss():
+    torch.manual_seed(4)
+    m = SpaceTime(24, 8, 2, d_model=16, kernel_dim=8, n_kernels=4).double().eval()
+    x = torch.randn(3, 24, 2, dtype=torch.float64)
+    long = m.forecast(x, 40)                      # 5x the horizon it is built / trained for
+    assert long.shape == (3, 40, 2) and torch.isfinite(long).all()
+    torch.testing.assert_close(long[:, :8], m(x))  # the closed loop is causal in the horizon
+    m.train()
+    loss = m.loss(x, torch.randn(3, 8, 2, dtype=torch.float64))
+    loss.backward()
+    assert m.decoder.k.grad.abs().sum() > 0 and m.encoder[0].ssm.a.grad.abs().sum() > 0
+
+
+def test_ts_spacetime_preprocessing_kernels():
+    k = preprocessing_kernels(16, max_diff_order=4, n_kernels=8, max_avg_window=10)
+    assert k.shape == (16, 10)
+    want_diff = torch.tensor([[1, 0, 0, 0], [1, -1, 0, 0], [1, -2, 1, 0], [1, -3, 3, -1]], dtype=torch.float32)
+    for r in range(2):                            # each repeat: 4 differencing kernels, then 4 MA residuals
+        torch.testing.assert_close(k[8 * r:8 * r + 4, :4], want_diff)
+        ma = k[8 * r + 4:8 * r + 8]
+        torch.testing.assert_close(ma.sum(1), torch.zeros(4))  # a residual removes constants
+        w = (ma[:, 1:] != 0).sum(1) + 1
+        torch.testing.assert_close(ma[:, 0], 1 - 1 / w.float())
