@@ -153,3 +153,17 @@ def test_auto_on_cpu_never_picks_triton(tri):
     def torch_impl():
         pass
     assert select("ssd", "auto", torch.device("cpu"), torch_impl) is torch_impl
+
+
+def test_strided_views(tri):
+    """x, z, B, C as views into one projection (as Mamba-2 splits its in_proj output) and a transposed dt."""
+    b, L, H, P, G, N = 2, 19, 2, 4, 2, 4
+    g = torch.Generator().manual_seed(3)
+    proj = torch.randn(b, L, 2 * H * P + 2 * G * N, generator=g, dtype=F64)
+    z, x = proj[..., :H * P].view(b, L, H, P), proj[..., H * P:2 * H * P].view(b, L, H, P)
+    B = proj[..., 2 * H * P:2 * H * P + G * N].view(b, L, G, N)
+    C = proj[..., 2 * H * P + G * N:].view(b, L, G, N)
+    dt = torch.randn(b, H, L, generator=g, dtype=F64).transpose(1, 2)
+    assert not (x.is_contiguous() or B.is_contiguous() or dt.is_contiguous())
+    inp = dict(x=x, dt=dt, A=-torch.rand(H, dtype=F64, generator=g) - 0.5, B=B, C=C, z=z, D=torch.randn(H, dtype=F64))
+    check(tri, inp, TOL[F64], chunk_size=8, dt_softplus=True)
