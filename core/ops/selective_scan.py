@@ -189,9 +189,11 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state):
     check_tensor("A", A, ("dim", "N"), s)
     for name, M in (("B", B), ("C", C)):
         layouts = {2: ("dim", "N"), 3: ("batch", "N", "L"), 4: ("batch", "G", "N", "L")}
-        if not isinstance(M, torch.Tensor) or M.dim() not in layouts:
-            got = tuple(M.shape) if isinstance(M, torch.Tensor) else type(M).__name__
-            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), got {got}")
+        if not isinstance(M, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (dim, N), (batch, N, L) or (batch, G, N, L),"
+                            f" got {type(M).__name__}")
+        if M.dim() not in layouts:
+            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), got {tuple(M.shape)}")
         if M.dim() == 4:
             g = M.shape[1]
             if g == 0 or s["dim"] % g:
