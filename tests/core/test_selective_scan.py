@@ -137,7 +137,7 @@ def test_mixed_options_match_ref(opts):
     opts = dict(opts)
     softplus = opts.pop("softplus")
     inp = make_inputs(L=19, layout="g2", **opts)
-    assert_matches_ref(selective_scan, inp, softplus, 1e-10, backend="auto")
+    assert_matches_ref(selective_scan, inp, softplus, 1e-10, backend="torch")
 
 
 @pytest.mark.parametrize("L,chunk", [(1, 64), (1, 3), (7, 3), (7, 64), (64, 64), (64, 5), (129, 64), (129, 50),
@@ -150,15 +150,15 @@ def test_fast_path_lengths_and_chunks(L, chunk, dtype, tol):
 
 def test_medium_shape_fp32():
     inp = make_inputs(batch=2, dim=16, N=8, L=300, layout="bnl", dtype=torch.float32, seed=3)
-    assert_matches_ref(selective_scan, inp, True, 1e-5)
+    assert_matches_ref(selective_scan, inp, True, 1e-5, backend="torch")
 
 
 def test_returns_y_alone_and_keeps_dtypes():
     inp = {k: v.detach() for k, v in make_inputs(dtype=torch.float32).items()}
-    y = selective_scan(**inp)
+    y = selective_scan(**inp, backend="torch")
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
     half = {k: v.to(torch.bfloat16) for k, v in inp.items()}
-    y_h, h_h = selective_scan(**half, return_last_state=True)
+    y_h, h_h = selective_scan(**half, return_last_state=True, backend="torch")
     assert y_h.dtype == torch.bfloat16 and h_h.dtype == torch.float32
     y_ref = selective_scan_ref(**{k: v.to(F64) for k, v in half.items()})
     assert rel(y_h, y_ref) < 1e-2
@@ -180,9 +180,10 @@ def test_gradient_flows_only_through_last_state():
             assert rel(g, g_ref) < 1e-10, name
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])
 @pytest.mark.parametrize("layout", ["dim", "g2"])
 @pytest.mark.parametrize("split", [1, 5, 13])
-def test_continuation_with_initial_state(layout, split):
+def test_continuation_with_initial_state(layout, split, backend):
     inp = {k: v.detach() for k, v in make_inputs(batch=2, dim=4, N=3, L=14, layout=layout, h0=False).items()}
 
     def part(sl):
@@ -193,10 +194,10 @@ def test_continuation_with_initial_state(layout, split):
             out["B"], out["C"] = inp["B"][..., sl], inp["C"][..., sl]
         return out
 
-    y, h = selective_scan(**inp, delta_softplus=True, return_last_state=True)
-    y1, h1 = selective_scan(**part(slice(0, split)), delta_softplus=True, return_last_state=True)
-    y2, h2 = selective_scan(**part(slice(split, None)), delta_softplus=True, return_last_state=True,
-                            initial_state=h1)
+    kw = dict(delta_softplus=True, return_last_state=True, backend=backend)
+    y, h = selective_scan(**inp, **kw)
+    y1, h1 = selective_scan(**part(slice(0, split)), **kw)
+    y2, h2 = selective_scan(**part(slice(split, None)), initial_state=h1, **kw)
     assert torch.allclose(torch.cat([y1, y2], -1), y, rtol=1e-12, atol=1e-12)
     assert torch.allclose(h2, h, rtol=1e-12, atol=1e-12)
 
