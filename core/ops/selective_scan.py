@@ -113,22 +113,22 @@ class _ChunkedScan(torch.autograd.Function):
             a, b, Cx = _chunk_terms(delta, u, A, B, C, t0, t1)
             H = _chunk_states(a, b, boundaries[k])
             H_prev = torch.cat([boundaries[k].unsqueeze(0), H[:-1]])
-            gy_c = gy[:, :, t0:t1].permute(2, 0, 1)                  # (T, batch, dim)
+            gy_c = gy[:, :, t0:t1].permute(2, 0, 1).contiguous()     # (T, batch, dim), time-major
             GH = gy_c.unsqueeze(-1) * Cx                              # C_t gy_t, then the reverse scan in place
             GH[-1] += carry
             for t in range(t1 - t0 - 2, -1, -1):
                 torch.addcmul(GH[t], a[t + 1], GH[t + 1], out=GH[t])
             carry = a[0] * GH[0]
             g_logdecay = GH * H_prev * a                              # grad of delta_t * A
-            d_c = delta[:, :, t0:t1].permute(2, 0, 1)
-            u_c = u[:, :, t0:t1].permute(2, 0, 1)
+            d_c = delta[:, :, t0:t1].permute(2, 0, 1).contiguous()
+            u_c = u[:, :, t0:t1].permute(2, 0, 1).contiguous()
             Bx = _expand(B, u.shape[1], t0, t1)
             g_du = (GH * Bx).sum(-1)                                  # grad of delta_t * u_t
             gdelta[:, :, t0:t1] = ((g_logdecay * A).sum(-1) + g_du * u_c).permute(1, 2, 0)
             gu[:, :, t0:t1] = (g_du * d_c).permute(1, 2, 0)
             gA += (g_logdecay * d_c.unsqueeze(-1)).sum((0, 1))
-            _accumulate_bc(gB, GH * (d_c * u_c).unsqueeze(-1), t0, t1)
-            _accumulate_bc(gC, gy_c.unsqueeze(-1) * H, t0, t1)
+            _accumulate_bc(gB, GH, d_c * u_c, t0, t1)
+            _accumulate_bc(gC, H, gy_c, t0, t1)
         return gdelta, gu, gA, gB, gC, carry, None
 
 
@@ -137,23 +137,25 @@ def _expand(M, dim, t0, t1):
     if M.dim() == 2:
         return M
     M = M[..., t0:t1].permute(3, 0, 1, 2)                             # (T, batch, G, N)
-    return M.repeat_interleave(dim // M.shape[2], dim=2)
+    return M if M.shape[2] == 1 else M.repeat_interleave(dim // M.shape[2], dim=2)  # one group broadcasts
 
 
-def _accumulate_bc(gM, g, t0, t1):
-    """Add g (T, batch, dim, N) into the gradient of B or C in its own layout (sums over shared axes)."""
+def _accumulate_bc(gM, X, w, t0, t1):
+    """Add sum_d X * w (X (T, batch, dim, N), w (T, batch, dim)) into the gradient of B or C in its own layout,
+    as a contraction over the channels of each group (no (T, batch, dim, N) product is materialised)."""
     if gM.dim() == 2:
-        gM += g.sum((0, 1))
+        gM += X.mul(w.unsqueeze(-1)).sum((0, 1))
         return
-    T, batch, dim, N = g.shape
+    T, batch, dim, N = X.shape
     G = gM.shape[1]
-    gM[..., t0:t1] += g.reshape(T, batch, G, dim // G, N).sum(3).permute(1, 2, 3, 0)
+    g = torch.einsum("tbgkn,tbgk->bgnt", X.reshape(T, batch, G, dim // G, N), w.reshape(T, batch, G, dim // G))
+    gM[..., t0:t1] += g
 
 
 def _chunk_terms(delta, u, A, B, C, t0, t1):
     """Decays a = exp(delta A), inputs b = delta u B and C for steps [t0, t1), each (T, batch, dim, N)."""
-    d_c = delta[:, :, t0:t1].permute(2, 0, 1).unsqueeze(-1)
-    u_c = u[:, :, t0:t1].permute(2, 0, 1).unsqueeze(-1)
+    d_c = delta[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
+    u_c = u[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
     dim = u.shape[1]
     a = torch.exp(d_c * A)
     b = (d_c * u_c) * _expand(B, dim, t0, t1)
