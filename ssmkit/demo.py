@@ -6,6 +6,7 @@ is listed as skipped with the reason.
 from __future__ import annotations
 
 import argparse
+import sys
 import importlib
 import importlib.util
 import logging
@@ -48,7 +49,7 @@ def main(argv: List[str]) -> int:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # the tour prints its own summary
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"lightning\..*")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     results, skipped = [], []
     start = time.perf_counter()
     for name, module, steps in TOUR:
@@ -73,7 +74,7 @@ def main(argv: List[str]) -> int:
     console.print(table)
     for name, r in results:
         for path in r.outputs:
-            console.print(f"  {name}: {path}")
+            console.print(f"  {name}: {pathlib.Path(path).resolve()}", soft_wrap=True)
     for name, why in skipped:
         console.print(f"  skipped {name}: {why}")
     return 0

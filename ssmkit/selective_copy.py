@@ -104,6 +104,6 @@ def demo(out_dir: pathlib.Path, steps: int = 300) -> DemoResult:
     seconds = time.perf_counter() - start
     accuracy = float(trainer.callback_metrics["val/accuracy"])
     first, last = smoothed(history.losses)
-    return DemoResult("Mamba LM (2 layers, d=64)", "selective copying", len(history.losses), first, last,
-                      "answer accuracy", accuracy, seconds, [pathlib.Path(trainer.checkpoint_callback.best_model_path
-                                                                         or trainer.log_dir)])
+    outputs = [pathlib.Path(trainer.log_dir) / "metrics.csv", pathlib.Path(trainer.checkpoint_callback.best_model_path)]
+    return DemoResult("Mamba LM 2x64", "selective copying", len(history.losses), first, last,
+                      "answer accuracy", accuracy, seconds, outputs)

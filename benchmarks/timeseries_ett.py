@@ -1,0 +1,142 @@
+"""Train and test forecasting models on the real ETT files under the standard protocol (L = 96, features M),
+several seeds each, and print mean +- std of test MSE / MAE next to the published numbers and the
+NLinear-ridge floor (shared/reference/timeseries.md section 5). Writes JSON and a markdown table.
+
+  python benchmarks/timeseries_ett.py --root ../shared/data/ett --models nlinear dlinear \
+      --datasets ETTh1 ETTh2 --seeds 2021 2022 2023
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import lightning as L
+import torch
+
+from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, build, experiment_config
+
+# (MSE, MAE) published at L = 96, multivariate, standardised scale.
+PUBLISHED = {
+    "s_mamba": {"ETTh1": [(.386, .405), (.443, .437), (.489, .468), (.502, .489)],
+                "ETTh2": [(.296, .348), (.376, .396), (.424, .431), (.426, .444)],
+                "ETTm1": [(.333, .368), (.376, .390), (.408, .413), (.475, .448)]},
+    "dlinear": {"ETTh1": [(.386, .400), (.437, .432), (.481, .459), (.519, .516)],
+                "ETTh2": [(.333, .387), (.477, .476), (.594, .541), (.831, .657)]},
+}
+NLINEAR_RIDGE_FLOOR = {"ETTh1": [(.383, .392), (.434, .421), (.476, .443), (.470, .462)],
+                       "ETTh2": [(.289, .338), (.374, .390), (.413, .425), (.419, .442)],
+                       "ETTm1": [(.351, .371), (.389, .390), (.422, .412), (.483, .446)]}
+
+
+def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: int, workdir: str) -> dict:
+    """Fit with early stopping, reload the best checkpoint, test on every window; metrics and timings."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    config = experiment_config(model, dataset, H, root=root, seed=seed, max_epochs=max_epochs)
+    task, data, trainer_kwargs = build(config)
+    trainer = L.Trainer(default_root_dir=workdir, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, **trainer_kwargs)
+    t0 = time.perf_counter()
+    trainer.fit(task, data)
+    fit_s = time.perf_counter() - t0
+    res = trainer.test(task, data, ckpt_path="best", verbose=False)[0]
+    return {"model": model, "dataset": dataset, "pred_len": H, "seed": seed, "mse": res["test/mse"],
+            "mae": res["test/mae"], "n_test_windows": int(res["test/n_windows"]), "epochs": trainer.current_epoch,
+            "fit_seconds": fit_s, "seconds_per_epoch": fit_s / max(1, trainer.current_epoch)}
+
+
+def _ms(values):
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _mean_pairs(pairs):
+    return tuple(statistics.fmean(p[j] for p in pairs) for j in (0, 1))
+
+
+def summarise(runs: list) -> list:
+    """One row per model x dataset x horizon (and an 'avg' row per model x dataset) with mean / std."""
+    rows = []
+    keys = sorted({(r["model"], r["dataset"]) for r in runs}, key=lambda k: (MODELS.index(k[0]), k[1]))
+    for model, dataset in keys:
+        per_h = []
+        for i, H in enumerate(HORIZONS):
+            rs = [r for r in runs if (r["model"], r["dataset"], r["pred_len"]) == (model, dataset, H)]
+            if not rs:
+                continue
+            pub = PUBLISHED.get(model, {}).get(dataset)
+            row = {"model": model, "dataset": dataset, "H": str(H), "seeds": len(rs),
+                   "mse": _ms([r["mse"] for r in rs]), "mae": _ms([r["mae"] for r in rs]),
+                   "published": pub[i] if pub else None, "floor": NLINEAR_RIDGE_FLOOR[dataset][i],
+                   "s_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in rs),
+                   "epochs": statistics.fmean(r["epochs"] for r in rs), "n_test": rs[0]["n_test_windows"]}
+            rows.append(row)
+            per_h.append((i, row))
+        if len(per_h) == len(HORIZONS):
+            hrows = [row for _, row in per_h]
+            pub = PUBLISHED.get(model, {}).get(dataset)
+            floor = NLINEAR_RIDGE_FLOOR[dataset]
+            rows.append({"model": model, "dataset": dataset, "H": "avg", "seeds": hrows[0]["seeds"],
+                         "mse": (statistics.fmean(r["mse"][0] for r in hrows), None),
+                         "mae": (statistics.fmean(r["mae"][0] for r in hrows), None),
+                         "published": _mean_pairs(pub) if pub else None, "floor": _mean_pairs(floor),
+                         "s_per_epoch": None, "epochs": None, "n_test": None})
+    return rows
+
+
+def markdown(rows: list) -> str:
+    def pm(v):
+        return f"{v[0]:.3f}" if v[1] is None else f"{v[0]:.3f} ± {v[1]:.3f}"
+
+    def pair(p):
+        return "—" if p is None else f"{p[0]:.3f} / {p[1]:.3f}"
+    out = ["| model | dataset | H | seeds | test windows | MSE | MAE | published MSE / MAE | NLinear-ridge floor "
+           "| epochs | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        epochs = "" if r["epochs"] is None else f"{r['epochs']:.1f}"
+        spe = "" if r["s_per_epoch"] is None else f"{r['s_per_epoch']:.1f}"
+        out.append(f"| {r['model']} | {r['dataset']} | {r['H']} | {r['seeds']} | {r['n_test'] or ''} | {pm(r['mse'])} "
+                   f"| {pm(r['mae'])} | {pair(r['published'])} | {pair(r['floor'])} | {epochs} | {spe} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="folder with ETTh1.csv, ETTh2.csv, ETTm1.csv")
+    p.add_argument("--models", nargs="+", default=["nlinear", "dlinear"], choices=MODELS)
+    p.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"], choices=DATASETS)
+    p.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=HORIZONS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[2021, 2022, 2023])
+    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="benchmarks/results/timeseries_ett")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = []
+    with tempfile.TemporaryDirectory() as work:
+        for model in args.models:
+            for dataset in args.datasets:
+                for H in args.horizons:
+                    for seed in args.seeds:
+                        r = run_one(model, dataset, H, seed, args.root, args.max_epochs, work)
+                        print(json.dumps(r), flush=True)
+                        runs.append(r)
+    rows = summarise(runs)
+    table = markdown(rows)
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    print(f"\n{machine}\n{table}")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "machine": machine, "runs": runs,
+                                                    "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(f"{machine}\n\n{table}\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Forecasting models: shapes, gradients for M and S, and each model's math against a direct computation."""
+import pytest
+import torch
+
+from ssmkit.timeseries.models import DLinear, NLinear, SMamba, SpaceTime
+from ssmkit.timeseries.models.linear import moving_average
+from ssmkit.timeseries.models.spacetime import preprocessing_kernels
+
+SMALL_SMAMBA = dict(d_model=16, d_ff=16, e_layers=2, d_state=2)
+
+
+def _models(enc_in, L=24, H=8):
+    return {"NLinear": NLinear(L, H, enc_in), "NLinear-ind": NLinear(L, H, enc_in, individual=True),
+            "DLinear": DLinear(L, H, enc_in), "DLinear-ind": DLinear(L, H, enc_in, individual=True),
+            "SMamba": SMamba(L, H, enc_in, **SMALL_SMAMBA),
+            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4)}
+
+
+@pytest.mark.parametrize("enc_in", [7, 1], ids=["M", "S"])
+def test_ts_models_forward_backward(enc_in):
+    torch.manual_seed(0)
+    x, x_mark = torch.randn(3, 24, enc_in), torch.rand(3, 24, 4) - 0.5
+    for name, model in _models(enc_in).items():
+        y = model(x, x_mark)
+        assert y.shape == (3, 8, enc_in), name
+        y.pow(2).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+
+
+def test_ts_models_reject_wrong_shape():
+    with pytest.raises(ValueError, match=r"x must have shape \(\?, 24, 7\)"):
+        NLinear(24, 8, 7)(torch.randn(2, 24, 6))
+    with pytest.raises(ValueError, match="x_mark"):
+        SMamba(24, 8, 7, **SMALL_SMAMBA)(torch.randn(2, 24, 7), torch.randn(3, 24, 4))
+
+
+def test_ts_nlinear_matches_dense_formula():
+    torch.manual_seed(1)
+    m = NLinear(12, 5, 3).double()
+    x = torch.randn(2, 12, 3, dtype=torch.float64)
+    W, b = m.head.linear.weight, m.head.linear.bias
+    want = torch.stack([torch.stack([W @ (x[i, :, c] - x[i, -1, c]) + b + x[i, -1, c] for c in range(3)], -1)
+                        for i in range(2)])
+    torch.testing.assert_close(m(x), want)
+
+
+def test_ts_dlinear_individual_matches_loop():
+    torch.manual_seed(2)
+    m = DLinear(10, 4, 2, individual=True, kernel_size=5).double()
+    x = torch.randn(1, 10, 2, dtype=torch.float64)
+    # moving average with edge replication, written as a loop
+    pad = torch.cat([x[:, :1].repeat(1, 2, 1), x, x[:, -1:].repeat(1, 2, 1)], 1)
+    trend = torch.stack([pad[:, t:t + 5].mean(1) for t in range(10)], 1)
+    torch.testing.assert_close(moving_average(x, 5), trend)
+    want = torch.stack([m.seasonal.weight[c] @ (x[0, :, c] - trend[0, :, c]) + m.seasonal.bias[c]
+                        + m.trend.weight[c] @ trend[0, :, c] + m.trend.bias[c] for c in range(2)], -1)
+    torch.testing.assert_close(m(x)[0], want)
+
+
+def test_ts_smamba_normalisation_and_token_mixing():
+    torch.manual_seed(3)
+    m = SMamba(24, 8, 3, **SMALL_SMAMBA).double().eval()
+    x, xm = torch.randn(2, 24, 3, dtype=torch.float64), torch.rand(2, 24, 4, dtype=torch.float64) - 0.5
+    y = m(x, xm)
+    # per-window normalisation: an affine change of each series maps the forecast the same way
+    torch.testing.assert_close(m(3 * x + 7, xm), 3 * y + 7, atol=1e-4, rtol=1e-6)
+    # bidirectional mixing: every variate's forecast depends on every other variate and on the time features
+    for c in range(3):
+        x2 = x.clone()
+        x2[:, :, c] += torch.randn(2, 24, dtype=torch.float64)
+        changed = (m(x2, xm) - y).abs().amax(dim=(0, 1))
+        assert (changed > 1e-8).all(), c
+    assert (m(x, xm + 0.1) - y).abs().max() > 1e-8
+    # official parameter names
+    names = dict(m.named_parameters())
+    for key in ("enc_embedding.value_embedding.weight", "encoder.attn_layers.1.attention_r.A_log",
+                "encoder.attn_layers.0.conv1.weight", "encoder.norm.weight", "projector.bias"):
+        assert key in names
+    assert names["encoder.attn_layers.0.conv1.weight"].shape == (16, 16, 1)
+
+
+def test_ts_smamba_paper_defaults_size():
+    m = SMamba()  # d_model = d_ff = 256, e_layers 2, d_state 2, d_conv 2, expand 1, L = H = 96
+    mamba = m.encoder.attn_layers[0].attention
+    assert (mamba.d_state, mamba.d_conv, mamba.d_inner) == (2, 2, 256)
+    # per Mamba: in_proj 256*512, conv 256*2+256, x_proj 256*(16+4), dt_proj 16*256+256, A_log 256*2, D 256, out 256*256
+    per_mamba = 256 * 512 + 256 * 3 + 256 * 20 + 16 * 256 + 256 + 256 * 2 + 256 + 256 * 256
+    per_layer = 2 * per_mamba + 2 * (256 * 256 + 256) + 4 * 256
+    want = (96 * 256 + 256) + 2 * per_layer + 2 * 256 + (256 * 96 + 96)
+    assert sum(p.numel() for p in m.parameters()) == want
+
+
+def test_ts_spacetime_closed_loop_longer_horizon_and_loss():
+    torch.manual_seed(4)
+    m = SpaceTime(24, 8, 2, d_model=16, kernel_dim=8, n_kernels=4).double().eval()
+    x = torch.randn(3, 24, 2, dtype=torch.float64)
+    long = m.forecast(x, 40)                      # 5x the horizon it is built / trained for
+    assert long.shape == (3, 40, 2) and torch.isfinite(long).all()
+    torch.testing.assert_close(long[:, :8], m(x))  # the closed loop is causal in the horizon
+    m.train()
+    loss = m.loss(x, torch.randn(3, 8, 2, dtype=torch.float64))
+    loss.backward()
+    assert m.decoder.k.grad.abs().sum() > 0 and m.encoder[0].ssm.a.grad.abs().sum() > 0
+
+
+def test_ts_spacetime_preprocessing_kernels():
+    k = preprocessing_kernels(16, max_diff_order=4, n_kernels=8, max_avg_window=10)
+    assert k.shape == (16, 10)
+    want_diff = torch.tensor([[1, 0, 0, 0], [1, -1, 0, 0], [1, -2, 1, 0], [1, -3, 3, -1]], dtype=torch.float32)
+    for r in range(2):                            # each repeat: 4 differencing kernels, then 4 MA residuals
+        torch.testing.assert_close(k[8 * r:8 * r + 4, :4], want_diff)
+        ma = k[8 * r + 4:8 * r + 8]
+        torch.testing.assert_close(ma.sum(1), torch.zeros(4))  # a residual removes constants
+        w = (ma[:, 1:] != 0).sum(1) + 1
+        torch.testing.assert_close(ma[:, 0], 1 - 1 / w.float())

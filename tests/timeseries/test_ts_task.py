@@ -1,0 +1,76 @@
+"""ForecastTask: the protocol's metrics over every test window against a direct computation, the type1
+schedule, early stopping wiring and a model/data mismatch error."""
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from ssmkit.timeseries.data import CSVDataModule
+from ssmkit.timeseries.models import NLinear, SMamba
+from ssmkit.timeseries.synthetic import synthetic_ett_frame
+from ssmkit.timeseries.task import ForecastTask
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("csv") / "series.csv"
+    synthetic_ett_frame(600, seed=4).to_csv(path, index=False)
+    return path
+
+
+def _trainer(tmp_path, epochs, **kw):
+    return L.Trainer(max_epochs=epochs, default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kw)
+
+
+@pytest.mark.parametrize("features", ["M", "MS"])
+def test_ts_task_metrics_every_window(csv_path, tmp_path, features):
+    torch.manual_seed(0)
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features=features, batch_size=16,
+                       eval_batch_size=7)
+    task = ForecastTask(NLinear(24, 8, 7), lr=1e-2, inverse_metrics=True)
+    trainer = _trainer(tmp_path, 2)
+    trainer.fit(task, dm)
+    # type1: lr halves every epoch
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 2)
+    res = trainer.test(task, dm, verbose=False)[0]
+    # direct computation over all test windows on the standardised scale (numpy, float64)
+    W = task.model.head.linear.weight.detach().double().numpy()
+    b = task.model.head.linear.bias.detach().double().numpy()
+    data, ends, starts = dm.splits.data, dm.splits.ends, dm.splits.starts
+    test = data[starts[2]:ends[2]]
+    n = len(test) - 24 - 8 + 1
+    errs = []
+    for s in range(n):
+        x = test[s:s + 24]
+        pred = (x - x[-1]).T @ W.T + b + x[-1][:, None]    # (C, H)
+        errs.append(pred.T[:, -dm.n_targets:] - test[s + 24:s + 32, -dm.n_targets:])
+    errs = np.stack(errs)
+    assert res["test/n_windows"] == n == dm.n_windows["test"]
+    assert res["test/mse"] == pytest.approx((errs ** 2).mean(), rel=1e-4)
+    assert res["test/mae"] == pytest.approx(np.abs(errs).mean(), rel=1e-4)
+    assert res["test/rmse"] == pytest.approx(np.sqrt((errs ** 2).mean()), rel=1e-4)
+    scale = dm.splits.scaler.scale[-dm.n_targets:]
+    assert res["test/mse_orig"] == pytest.approx((errs ** 2 * scale ** 2).mean(), rel=1e-4)
+
+
+def test_ts_task_early_stopping_and_best_checkpoint(csv_path, tmp_path):
+    torch.manual_seed(0)
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
+    task = ForecastTask(SMamba(24, 8, 7, d_model=8, d_ff=8, e_layers=1), lr=1e-3, scheduler="cosine")
+    stop = L.pytorch.callbacks.EarlyStopping("val/loss", patience=1)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(str(tmp_path), monitor="val/loss", mode="min")
+    trainer = _trainer(tmp_path, 3, callbacks=[stop, ckpt], limit_train_batches=2)
+    trainer.fit(task, dm)
+    assert ckpt.best_model_score is not None and ckpt.best_model_path
+    res = trainer.test(task, dm, ckpt_path="best", verbose=False)[0]
+    assert res["test/n_windows"] == dm.n_windows["test"]
+    assert res["test/mse"] > 0
+
+
+def test_ts_task_model_data_mismatch(csv_path, tmp_path):
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="S")
+    with pytest.raises(ValueError, match=r"built for .*'enc_in': 7.* data gives .*'enc_in': 1"):
+        _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7)), dm)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        ForecastTask(NLinear(24, 8, 7), warmup_steps=10)

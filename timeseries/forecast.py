@@ -1,0 +1,66 @@
+"""Forecast the next H steps after the end of a CSV (or after a chosen row, to compare with known truth) with a
+trained ForecastTask checkpoint; write the forecast as CSV and optionally a PNG plot."""
+from __future__ import annotations
+
+import pathlib
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import StandardScaler, read_series_csv, time_features
+from .plot import plot_forecast
+from .task import ForecastTask
+
+
+def forecast_frame(task: ForecastTask, csv, end: Optional[int] = None):
+    """(forecast DataFrame with future dates, history (L, C) array, truth (H, C) array or None), CSV units.
+
+    `end` is the number of data rows used as known history (default: all); rows after it, when present, are the truth.
+    """
+    info = task.data_info
+    if info is None:
+        raise ValueError("the task has no data record: load a checkpoint written by ForecastTask training")
+    df = read_series_csv(csv)
+    missing = [c for c in info["columns"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv}, line 1: columns {missing} used in training are missing")
+    L, H, k = info["seq_len"], info["pred_len"], info["n_targets"]
+    end = len(df) if end is None else end
+    if not L <= end <= len(df):
+        raise ValueError(f"{csv}: end must be in [{L}, {len(df)}] (need seq_len = {L} rows of history), got {end}")
+    values = df[info["columns"]].to_numpy(np.float64)
+    scaler = StandardScaler(info["mean"], info["scale"]) if info["mean"] is not None else None
+    scaled = scaler.transform(values) if scaler else values
+    dates = pd.DatetimeIndex(df["date"])
+    step = dates[end - 1] - dates[end - 2]
+    future = pd.date_range(dates[end - 1] + step, periods=H, freq=step)
+    marks = time_features(dates[end - L:end], info["freq"])
+    x = torch.as_tensor(scaled[end - L:end], dtype=torch.float32)[None]
+    x_mark = torch.as_tensor(marks, dtype=torch.float32)[None]
+    task.eval()
+    with torch.no_grad():
+        pred = task(x, x_mark)[0, :, -k:].double().numpy()
+    if scaler:
+        pred = scaler.inverse_transform(pred, slice(-k, None))
+    targets = info["columns"][-k:]
+    frame = pd.DataFrame({"date": future.strftime("%Y-%m-%d %H:%M:%S"), **{c: pred[:, i] for i, c in enumerate(targets)}})
+    truth = values[end:end + H, -k:] if end + H <= len(df) else None
+    return frame, values[end - L:end, -k:], truth
+
+
+def forecast_to_files(checkpoint, csv, out_csv, plot: Optional[str] = None, variables: Optional[Sequence[str]] = None,
+                      end: Optional[int] = None) -> List[pathlib.Path]:
+    """Load `checkpoint`, forecast after `end` rows of `csv`, write `out_csv` (and the `plot` PNG); return paths."""
+    task = ForecastTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    frame, history, truth = forecast_frame(task, csv, end)
+    out_csv = pathlib.Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_csv, index=False)
+    written = [out_csv]
+    if plot:
+        columns = list(frame.columns[1:])
+        written.append(plot_forecast(history, frame[columns].to_numpy(), plot, columns, truth=truth,
+                                     variables=variables))
+    return written

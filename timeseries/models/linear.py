@@ -1,0 +1,75 @@
+"""LTSF-Linear baselines (Zeng et al., AAAI 2023): the sanity floor every SSM forecaster must beat.
+
+Both map a window (B, L, C) to (B, H, C) with a linear map along time, shared across channels unless
+`individual`, so they also serve S and MS (the task scores the last channels).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ssmkit.core.ops._checks import check_tensor
+
+from .base import Forecaster
+
+
+class _TimeLinear(nn.Module):
+    """Linear L -> H along time, one map shared by all channels or one per channel."""
+
+    def __init__(self, seq_len: int, pred_len: int, individual: bool, channels: int):
+        super().__init__()
+        self.individual = individual
+        if individual:
+            self.weight = nn.Parameter(torch.empty(channels, pred_len, seq_len))
+            self.bias = nn.Parameter(torch.zeros(channels, pred_len))
+            nn.init.uniform_(self.weight, -seq_len ** -0.5, seq_len ** -0.5)
+        else:
+            self.linear = nn.Linear(seq_len, pred_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, C) -> (B, H, C)."""
+        if self.individual:
+            return (torch.einsum("blc,chl->bhc", x, self.weight) + self.bias.t()).contiguous()
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+
+class NLinear(Forecaster):
+    """Subtract the window's last value, apply a linear map L -> H, add the last value back."""
+
+    def __init__(self, seq_len: int = 96, pred_len: int = 96, enc_in: int = 7, individual: bool = False):
+        super().__init__()
+        self.seq_len, self.pred_len, self.enc_in = seq_len, pred_len, enc_in
+        self.head = _TimeLinear(seq_len, pred_len, individual, enc_in)
+
+    def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, L, C) -> forecast (B, H, C); `x_mark` is unused (accepted for a uniform interface)."""
+        check_tensor("x", x, (None, self.seq_len, self.enc_in))
+        last = x[:, -1:, :]
+        return self.head(x - last) + last
+
+
+def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Centred moving average along time of x (B, L, C), the ends padded by repeating the first/last value."""
+    front = x[:, :1].expand(-1, (kernel_size - 1) // 2, -1)
+    back = x[:, -1:].expand(-1, kernel_size // 2, -1)
+    padded = torch.cat([front, x, back], dim=1)
+    return nn.functional.avg_pool1d(padded.transpose(1, 2), kernel_size, stride=1).transpose(1, 2)
+
+
+class DLinear(Forecaster):
+    """Decompose into trend (moving average, kernel 25) and remainder; one linear map L -> H for each."""
+
+    def __init__(self, seq_len: int = 96, pred_len: int = 96, enc_in: int = 7, individual: bool = False,
+                 kernel_size: int = 25):
+        super().__init__()
+        self.seq_len, self.pred_len, self.enc_in, self.kernel_size = seq_len, pred_len, enc_in, kernel_size
+        self.seasonal = _TimeLinear(seq_len, pred_len, individual, enc_in)
+        self.trend = _TimeLinear(seq_len, pred_len, individual, enc_in)
+
+    def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, L, C) -> forecast (B, H, C); `x_mark` is unused."""
+        check_tensor("x", x, (None, self.seq_len, self.enc_in))
+        trend = moving_average(x, self.kernel_size)
+        return self.seasonal(x - trend) + self.trend(trend)

@@ -1,0 +1,126 @@
+"""SpaceTime (Zhang et al., ICLR 2023): companion-SSM encoder and a closed-loop companion decoder.
+
+Embedding Linear(enc_in -> d_model); encoder block 1 first applies fixed preprocessing kernels (differencing of
+orders 0..max_diff_order-1 and moving-average residuals, as causal convolutions), then every block is
+companion SSM -> MLP (GELU, dropout) with a residual; the decoder is one `ClosedLoopCompanionSSM` that reads the
+lag window and rolls its state forward for any horizon; Linear(d_model -> enc_in) reads out.
+Training uses the paper's three-term loss (`loss`): closed-loop horizon error, open-loop next-step error on the
+lag, and the closed loop's next-input error, weighted by `loss_weights`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ssmkit.core.layers import ClosedLoopCompanionSSM, CompanionSSM
+from ssmkit.core.ops import fft_conv
+from ssmkit.core.ops._checks import check_tensor
+
+from .base import Forecaster
+
+
+def preprocessing_kernels(d_model: int, max_diff_order: int = 4, n_kernels: int = 8, min_avg_window: int = 4,
+                          max_avg_window: int = 64, seed: int = 0) -> torch.Tensor:
+    """(d_model, max_avg_window) fixed causal kernels, cycled over channels: differencing (1 - B)^n for
+    n < max_diff_order, then moving-average residuals x_t - mean(x_{t-w+1..t}) with windows drawn once."""
+    if not 0 < max_diff_order <= n_kernels or d_model % n_kernels:
+        raise ValueError(f"need 0 < max_diff_order <= n_kernels dividing d_model, got max_diff_order="
+                         f"{max_diff_order}, n_kernels={n_kernels}, d_model={d_model}")
+    width = max(max_avg_window, max_diff_order)
+    repeat = d_model // n_kernels
+    n_ma = (n_kernels - max_diff_order) * repeat
+    windows = torch.randint(min_avg_window, max_avg_window, (n_ma,), generator=torch.Generator().manual_seed(seed))
+    diff = torch.zeros(max_diff_order, width)
+    for n in range(max_diff_order):
+        diff[n, :n + 1] = torch.tensor([(-1) ** j * math.comb(n, j) for j in range(n + 1)], dtype=torch.float32)
+    ma = torch.zeros(n_ma, width)
+    ma[:, 0] = 1.0
+    for i, w in enumerate(windows.tolist()):
+        ma[i, :w] -= 1.0 / w
+    per_repeat = [torch.cat([diff, ma[r * (n_kernels - max_diff_order):(r + 1) * (n_kernels - max_diff_order)]])
+                  for r in range(repeat)]
+    return torch.cat(per_repeat)
+
+
+class MLP(nn.Module):
+    """GELU -> dropout -> Linear (SpaceTime's pre-activation MLP), optionally with a residual."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float, residual: bool):
+        super().__init__()
+        self.linear, self.dropout, self.residual = nn.Linear(d_in, d_out), nn.Dropout(dropout), residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(self.dropout(F.gelu(x)))
+        return x + y if self.residual else y
+
+
+class SpaceTimeBlock(nn.Module):
+    """[fixed preprocessing ->] companion SSM -> MLP, plus a residual from the (preprocessed) input."""
+
+    def __init__(self, d_model: int, kernel_dim: int, n_kernels: int, dropout: float, preprocess: bool):
+        super().__init__()
+        if preprocess:
+            self.register_buffer("pre_kernel", preprocessing_kernels(d_model), persistent=True)
+        else:
+            self.pre_kernel = None
+        self.ssm = CompanionSSM(d_model, kernel_dim, n_kernels, skip_connection=True)
+        with torch.no_grad():  # unit-variance b, c make K[l] = c^T A^l b grow with kernel_dim; keep outputs O(1)
+            self.ssm.b.mul_(kernel_dim ** -0.5)
+            self.ssm.c.mul_(kernel_dim ** -0.5)
+        self.mlp = MLP(d_model, d_model, dropout, residual=True)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        z = u
+        if self.pre_kernel is not None:
+            k = self.pre_kernel[:, :u.shape[1]].to(u.dtype)
+            z = fft_conv(u.transpose(1, 2), k).transpose(1, 2)
+        return self.mlp(self.ssm(z)) + z
+
+
+class SpaceTime(Forecaster):
+    """SpaceTime forecaster x (B, L, C) -> (B, H, C); `forecast(x, horizon)` serves any horizon (closed loop)."""
+
+    def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
+                 kernel_dim: int = 64, n_kernels: int = 16, dropout: float = 0.2,
+                 loss_weights: Sequence[float] = (1.0, 1.0, 1.0)):
+        super().__init__()
+        self.seq_len, self.pred_len, self.enc_in, self.kernel_dim = seq_len, pred_len, enc_in, kernel_dim
+        self.loss_weights = tuple(loss_weights)
+        self.embedding = nn.Linear(enc_in, d_model)
+        self.encoder = nn.Sequential(*[SpaceTimeBlock(d_model, kernel_dim, n_kernels, dropout, preprocess=i == 0)
+                                       for i in range(n_blocks)])
+        self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, n_kernels)
+        self.output = nn.Linear(d_model, enc_in)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, (None, None, self.enc_in))
+        return self.encoder(self.embedding(x))
+
+    def forecast(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
+        y, _ = self.decoder.forecast(self._encode(x), horizon)
+        return self.output(y)
+
+    def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, seq_len, C) -> (B, pred_len, C); time features are not used by SpaceTime."""
+        check_tensor("x", x, (None, self.seq_len, self.enc_in))
+        return self.forecast(x, self.pred_len)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, x_mark=None, n_targets: Optional[int] = None) -> torch.Tensor:
+        """Three-term loss: closed-loop forecast vs y (B, H, k); open-loop next-step outputs vs the next lag
+        inputs; the decoder's next-input predictions vs its actual next inputs (terms after kernel_dim steps)."""
+        k = y.shape[-1] if n_targets is None else n_targets
+        w0, w1, w2 = self.loss_weights
+        z = self._encode(x)
+        y_c, _ = self.decoder.forecast(z, y.shape[1])
+        loss = w0 * F.mse_loss(self.output(y_c)[..., -k:], y)
+        start = min(self.kernel_dim, x.shape[1] - 1) - 1
+        target = torch.cat([x[..., -k:], y[:, :1]], dim=1)        # inputs shifted by one step
+        y_o = self.output(self.decoder(z))[..., -k:]
+        loss = loss + w1 * F.mse_loss(y_o[:, start:], target[:, start + 1:])
+        u_next = self.decoder.next_input(z)
+        return loss + w2 * F.mse_loss(u_next[:, start:-1], z[:, start + 1:])

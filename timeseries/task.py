@@ -1,0 +1,140 @@
+"""ForecastTask: train and score any forecaster x (B, L, C) [+ x_mark] -> (B, H, C) under the ETT protocol.
+
+MSE loss on the last H steps of y; Adam with the harness's `type1` schedule (lr halves every epoch) or the
+shared cosine / linear schedules; MSE, MAE and RMSE over every window x H x channel on the standardised
+scale, optionally also in the CSV's units. Early stopping (patience 3 on val/loss) and the best checkpoint
+come from Lightning callbacks in the configs. A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's
+three-term loss) trains on that instead of the plain MSE.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from ssmkit.train import TaskBase
+
+
+class ForecastTask(TaskBase):
+    """LightningModule around a forecasting `model`; the model's seq_len / pred_len / enc_in must match the data.
+
+    Checkpoints keep the model's `spec()` and the data's scaler and columns, so `load_from_checkpoint` rebuilds
+    the model and `forecast` can score a new CSV in the training units.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 1e-4, weight_decay: float = 0.0, optimizer: str = "adam",
+                 scheduler: Optional[str] = "type1", warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
+                 inverse_metrics: bool = False):
+        if scheduler == "type1" and warmup_steps:
+            raise ValueError(f"warmup_steps must be 0 with scheduler='type1', got {warmup_steps}")
+        self.schedule = scheduler
+        super().__init__(lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                         scheduler=None if scheduler == "type1" else scheduler, warmup_steps=warmup_steps, betas=betas)
+        if isinstance(model, dict):  # rebuilt from a checkpoint's hyperparameters
+            from .experiments import instantiate
+            model = instantiate(model)
+        self.save_hyperparameters(ignore=["model"])
+        if hasattr(model, "spec"):
+            self.hparams["model"] = model.spec()
+        self.model = model
+        self.inverse_metrics = inverse_metrics
+        self.metrics = nn.ModuleDict({f"{stage}_{kind}": cls() for stage in ("val", "test")
+                                      for kind, cls in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))})
+        if inverse_metrics:
+            self.metrics.update({f"test_{kind}_orig": cls() for kind, cls in
+                                 (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))})
+        self.n_windows = {"val": 0, "test": 0}
+        self.data_info: Optional[dict] = None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        dm.setup(stage)
+        self.data_info = dm.describe()
+        want = {"seq_len": dm.seq_len, "pred_len": dm.pred_len, "enc_in": dm.n_inputs}
+        got = {k: getattr(self.model, k, v) for k, v in want.items()}
+        if got != want:
+            raise ValueError(f"model {type(self.model).__name__} was built for {got} but the data gives {want}; "
+                             f"set the model's init_args to match the data's")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.data_info is not None:
+            checkpoint["forecast_data"] = self.data_info
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.data_info = checkpoint.get("forecast_data")
+
+    def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(x, x_mark)
+
+    def _forecast(self, batch):
+        """Forecast of the scored channels (the last y.shape[-1] of the model's output) and the truth."""
+        x, y, x_mark, _ = batch
+        H = self.model.pred_len
+        pred = self(x, x_mark)[..., -y.shape[-1]:]
+        return pred, y[:, -H:]
+
+    def training_step(self, batch, batch_idx):
+        x, y, x_mark, _ = batch
+        if hasattr(self.model, "loss"):
+            loss = self.model.loss(x, y[:, -self.model.pred_len:], x_mark, n_targets=y.shape[-1])
+        else:
+            pred, true = self._forecast(batch)
+            loss = F.mse_loss(pred, true)
+        self.log_metrics("train", {"loss": loss})
+        return loss
+
+    def _score(self, stage: str, batch):
+        pred, true = self._forecast(batch)
+        flat_p, flat_t = pred.reshape(-1), true.reshape(-1)
+        self.metrics[f"{stage}_mse"].update(flat_p, flat_t)
+        self.metrics[f"{stage}_mae"].update(flat_p, flat_t)
+        self.n_windows[stage] += len(pred)
+        if stage == "test" and self.inverse_metrics:
+            dm = self.trainer.datamodule
+            p, t = dm.inverse_transform(pred.double()).reshape(-1), dm.inverse_transform(true.double()).reshape(-1)
+            self.metrics["test_mse_orig"].update(p, t)
+            self.metrics["test_mae_orig"].update(p, t)
+
+    def validation_step(self, batch, batch_idx):
+        self._score("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._score("test", batch)
+
+    def predict_step(self, batch, batch_idx):
+        return self._forecast(batch)[0]
+
+    def on_validation_epoch_start(self):
+        self.n_windows["val"] = 0
+
+    def on_test_epoch_start(self):
+        self.n_windows["test"] = 0
+
+    def _log_epoch(self, stage: str):
+        mse, mae = self.metrics[f"{stage}_mse"].compute(), self.metrics[f"{stage}_mae"].compute()
+        out = {"loss": mse, "mse": mse, "mae": mae, "rmse": mse.sqrt(),
+               "n_windows": torch.tensor(float(self.n_windows[stage]))}
+        if stage == "test" and self.inverse_metrics:
+            out["mse_orig"] = self.metrics["test_mse_orig"].compute()
+            out["mae_orig"] = self.metrics["test_mae_orig"].compute()
+        for m in self.metrics.values():
+            m.reset()
+        self.log_metrics(stage, out)
+
+    def on_validation_epoch_end(self):
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self):
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        if self.schedule != "type1":
+            return super().configure_optimizers()
+        opt = super().configure_optimizers()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** epoch)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
