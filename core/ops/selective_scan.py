@@ -92,7 +92,7 @@ class _ChunkedScan(torch.autograd.Function):
             a, b, Cx = _chunk_terms(delta, u, A, B, C, t0, t1)
             H = _chunk_states(a, b, h)
             h = H[-1].clone()  # a copy, so the chunk's buffer is freed
-            y[:, :, t0:t1] = (H * Cx).sum(-1).permute(1, 2, 0)
+            y[:, :, t0:t1] = _contract_c(H, Cx).permute(1, 2, 0)
         ctx.save_for_backward(delta, u, A, B, C, torch.stack(boundaries))
         ctx.chunk_size = chunk_size
         return y, h.clone()
@@ -152,12 +152,20 @@ def _accumulate_bc(gM, X, w, t0, t1):
     gM[..., t0:t1] += g
 
 
+def _contract_c(H, Cx):
+    """y_t = C_t . h_t for a chunk: H (T, batch, dim, N) with C (dim, N) or (T, batch, 1|dim, N), as a batched
+    matrix product where C is shared by the channels (no (T, batch, dim, N) product is materialised)."""
+    if Cx.dim() == 4 and Cx.shape[2] == 1:
+        return torch.matmul(H, Cx.transpose(-1, -2)).squeeze(-1)
+    return torch.einsum("tbdn,...dn->tbd", H, Cx) if Cx.dim() == 2 else (H * Cx).sum(-1)
+
+
 def _chunk_terms(delta, u, A, B, C, t0, t1):
     """Decays a = exp(delta A), inputs b = delta u B and C for steps [t0, t1), each (T, batch, dim, N)."""
     d_c = delta[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
     u_c = u[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
     dim = u.shape[1]
-    a = torch.exp(d_c * A)
+    a = torch.mul(d_c, A).exp_()
     b = (d_c * u_c) * _expand(B, dim, t0, t1)
     return a, b.contiguous(), _expand(C, dim, t0, t1)
 
