@@ -167,3 +167,13 @@ def test_strided_views(tri):
     assert not (x.is_contiguous() or B.is_contiguous() or dt.is_contiguous())
     inp = dict(x=x, dt=dt, A=-torch.rand(H, dtype=F64, generator=g) - 0.5, B=B, C=C, z=z, D=torch.randn(H, dtype=F64))
     check(tri, inp, TOL[F64], chunk_size=8, dt_softplus=True)
+
+
+def test_several_blocks_per_chunk(tri, monkeypatch):
+    """Blocks of 16 (instead of up to 64) so a chunk of 40 spans 3 row blocks and causal column blocks, and P, N of
+    20 span 2 blocks each: every tiling loop of the kernels runs more than once."""
+    from ssmkit.kernels.triton import ssd as triton_ssd
+
+    monkeypatch.setattr(triton_ssd, "MAX_BLOCK", 16)
+    inp = make(batch=1, L=50, H=2, P=20, G=2, N=20, D_shape="HP")
+    check(tri, inp, TOL[F64], chunk_size=40, dt_softplus=True, seq_idx=torch.tensor([[0] * 30 + [1] * 20]))
