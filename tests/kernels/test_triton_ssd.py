@@ -177,3 +177,10 @@ def test_several_blocks_per_chunk(tri, monkeypatch):
     monkeypatch.setattr(triton_ssd, "MAX_BLOCK", 16)
     inp = make(batch=1, L=50, H=2, P=20, G=2, N=20, D_shape="HP")
     check(tri, inp, TOL[F64], chunk_size=40, dt_softplus=True, seq_idx=torch.tensor([[0] * 30 + [1] * 20]))
+
+
+def test_explicit_triton_on_cpu_without_interpreter_names_the_reason(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(kernels.BackendUnavailable, match="CUDA tensors"):
+        ssd(**make(batch=1, L=3, h0=False), dt_softplus=True, backend="triton")
+    assert "CUDA tensors" in kernels.available("cpu", ops=("ssd",))["triton"]
