@@ -3,6 +3,9 @@ the sequential float64 oracle `ssd_ref`: outputs, final states and the gradients
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,3 +187,15 @@ def test_explicit_triton_on_cpu_without_interpreter_names_the_reason(monkeypatch
     with pytest.raises(kernels.BackendUnavailable, match="CUDA tensors"):
         ssd(**make(batch=1, L=3, h0=False), dt_softplus=True, backend="triton")
     assert "CUDA tensors" in kernels.available("cpu", ops=("ssd",))["triton"]
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    """The interpreter runs code the GPU compiler rejects: lower every kernel (all options on, bf16 inputs) to an
+    sm_90 cubin with Triton's own ptxas, in a fresh process without the interpreter. Needs no GPU."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    script = Path(__file__).with_name("_triton_ssd_aot.py")
+    done = subprocess.run([sys.executable, str(script), "bf16"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("compiled for sm_90") == 4
