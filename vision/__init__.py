@@ -1,4 +1,6 @@
-"""ssmkit.vision: see DESIGN.md. Needs the `vision` extra."""
+"""ssmkit.vision: see DESIGN.md. Needs the `vision` extra. Importing it registers the models in timm."""
 from ssmkit.extras import require_extra
 
 require_extra("vision", ["timm","torchvision"])
+
+from . import models  # noqa: E402  (registers the timm entrypoints)

@@ -1,0 +1,3 @@
+"""Vision backbones; importing this module registers every preset in timm."""
+from . import vim
+from .vim import VisionMamba
