@@ -110,12 +110,13 @@ class VisionMamba(nn.Module):
     """Vim backbone + classifier (see the module docstring). forward_features returns (B, M + 1, D) tokens.
 
     stride defaults to patch_size (non-overlapping patches); dynamic_img_size resamples the position embedding
-    to any input size, otherwise the input must be img_size.
+    to any input size, otherwise the input must be img_size. drop_path_rate defaults to 0 as in timm (the
+    paper trains with 0.1 / 0.05 / ...; pass it explicitly).
     """
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, stride: Optional[int] = None,
                  in_chans: int = 3, num_classes: int = 1000, global_pool: str = "token", embed_dim: int = 192,
-                 depth: int = 24, d_state: int = 16, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 depth: int = 24, d_state: int = 16, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-5, residual_in_fp32: bool = True, dynamic_img_size: bool = False,
                  backend: str = "auto"):
         super().__init__()
