@@ -30,9 +30,9 @@ def selective_copy_batch(generator: torch.Generator, batch: int, seq_len: int, n
     context = torch.zeros(batch, seq_len, dtype=torch.long).scatter_(1, positions, data)
     markers = torch.full((batch, n_tokens), vocab + 1, dtype=torch.long)
     tokens = torch.cat([context, markers], dim=1)
+    # the i-th marker's output is the i-th data token (a causal model sees the whole context by then)
     targets = torch.cat([torch.full((batch, seq_len), IGNORE, dtype=torch.long), data], dim=1)
-    # position t predicts targets[t + 1]: shift so the marker before each answer slot carries it
-    return tokens, torch.cat([targets[:, 1:], torch.full((batch, 1), IGNORE, dtype=torch.long)], dim=1)
+    return tokens, targets
 
 
 class SelectiveCopyStream(IterableDataset):
@@ -50,7 +50,7 @@ class SelectiveCopyStream(IterableDataset):
 class SelectiveCopyData(L.LightningDataModule):
     """Train stream and a fixed validation set of `val_batches` batches (different seeds)."""
 
-    def __init__(self, seq_len: int = 64, n_tokens: int = 8, vocab: int = 8, batch_size: int = 32,
+    def __init__(self, seq_len: int = 32, n_tokens: int = 4, vocab: int = 8, batch_size: int = 32,
                  val_batches: int = 4, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()

@@ -142,7 +142,9 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     return (y, h.reshape(batch, H, P, N)) if return_final_states else y
 
 
-def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size=1):
+def validate_heads(x, dt, A, B, C, D, dt_bias) -> dict:
+    """Shapes shared by the causal and non-causal SSD: x (batch, L, H, P), dt (batch, L, H), A (H,),
+    B/C (batch, L, G, N) with G dividing H, D (H,) or (H, P), dt_bias (H,). Returns the bound sizes."""
     s = check_tensor("x", x, ("batch", "L", "H", "P"))
     check_tensor("dt", dt, ("batch", "L", "H"), s)
     check_tensor("A", A, ("H",), s)
@@ -150,14 +152,19 @@ def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, 
     check_tensor("C", C, ("batch", "L", "G", "N"), s)
     if s["G"] == 0 or s["H"] % s["G"]:
         raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
-    if s["L"] == 0:
-        raise ValueError(f"x must have at least one time step, got shape {tuple(x.shape)}")
     if D is not None:
         check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
-    if z is not None:
-        check_tensor("z", z, ("batch", "L", "H", "P"), s)
     if dt_bias is not None:
         check_tensor("dt_bias", dt_bias, ("H",), s)
+    return s
+
+
+def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size=1):
+    s = validate_heads(x, dt, A, B, C, D, dt_bias)
+    if s["L"] == 0:
+        raise ValueError(f"x must have at least one time step, got shape {tuple(x.shape)}")
+    if z is not None:
+        check_tensor("z", z, ("batch", "L", "H", "P"), s)
     if initial_states is not None:
         check_tensor("initial_states", initial_states, ("batch", "H", "P", "N"), s)
     if seq_idx is not None:

@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_same_device, check_tensor
+from ._checks import check_same_device
 from ._dispatch import select
-from .ssd import _compute_dtype, _finish, prepare_dt
+from .ssd import _compute_dtype, _finish, prepare_dt, validate_heads
 
 
 def ssd_noncausal_ref(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
@@ -45,17 +45,7 @@ def _noncausal_torch(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
 
 
 def _validate(x, dt, A, B, C, D, dt_bias):
-    s = check_tensor("x", x, ("batch", "L", "H", "P"))
-    check_tensor("dt", dt, ("batch", "L", "H"), s)
-    check_tensor("A", A, ("H",), s)
-    check_tensor("B", B, ("batch", "L", "G", "N"), s)
-    check_tensor("C", C, ("batch", "L", "G", "N"), s)
-    if s["G"] == 0 or s["H"] % s["G"]:
-        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
-    if D is not None:
-        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
-    if dt_bias is not None:
-        check_tensor("dt_bias", dt_bias, ("H",), s)
+    validate_heads(x, dt, A, B, C, D, dt_bias)
     return check_same_device(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias)
 
 

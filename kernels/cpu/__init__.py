@@ -1,8 +1,41 @@
-"""CPU C++ backend (compiled on first use). Not built yet: every op reports itself unavailable."""
+"""CPU C++ backend: kernels compiled on first use with torch.utils.cpp_extension and cached (see `_build`).
+
+`load(op, device)` returns the op's callable or raises BackendUnavailable with the reason (wrong device, unknown
+op, or the compiler's error when the extension cannot be built).
+"""
+from __future__ import annotations
+
 from .. import BackendUnavailable
+
+# op -> (extension name, C++ sources in this folder)
+_SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"])}
+_CALLABLES = {}
+
+
+def extension(op: str):
+    """The compiled extension module behind `op` (builds it on first use); raises BackendUnavailable."""
+    from ._build import build
+
+    if op not in _SOURCES:
+        raise BackendUnavailable(f"cpp backend has no {op} kernel (it has: {sorted(_SOURCES)})")
+    name, sources = _SOURCES[op]
+    try:
+        return build(name, sources)
+    except RuntimeError as e:
+        raise BackendUnavailable(f"cpp backend: {e}") from None
 
 
 def load(op, device):
     if device.type != "cpu":
         raise BackendUnavailable(f"cpp backend runs on CPU tensors, got device {device}")
-    raise BackendUnavailable(f"cpp backend has no {op} kernel yet")
+    if op in _CALLABLES:
+        return _CALLABLES[op]
+    ext = extension(op)
+    if op == "selective_scan":
+        from .scan import make_selective_scan
+
+        fn = make_selective_scan(ext)
+    else:  # pragma: no cover - every op in _SOURCES has a wrapper above
+        raise BackendUnavailable(f"cpp backend has no {op} kernel")
+    _CALLABLES[op] = fn
+    return fn

@@ -1,0 +1,652 @@
+// ssmkit CPU selective scan (Mamba-1), forward and backward.
+//
+// Semantics are those of mamba_ssm's selective_scan_fn, per (batch b, channel d) row:
+//   dt_t = delta_t (+ delta_bias_d), softplus'ed when asked
+//   h_t  = exp(dt_t * A_d) * h_{t-1} + dt_t * B_t * u_t          (N-vector, h_{-1} = initial state or 0)
+//   y_t  = C_t . h_t + D_d * u_t ;  out_t = y_t * silu(z_t) when z is given
+//
+// Layout contract (the Python wrapper prepares it):
+//   u, delta, z            (Bt, D, L) contiguous, compute dtype T (float or double)
+//   A                      (D, N)
+//   B, C                   (D, N) time-invariant  or  (Bt, G, N, L) input-dependent (G groups; G=1 for (Bt,N,L))
+//   Dv, delta_bias         (D,)
+//   initial_state          (Bt, D, N)
+//
+// Nothing of size (Bt, D, L, N) is ever materialised. The forward walks each row once with the N-vector state
+// in registers / L1, and (when a backward will follow) stores the state at the start of every chunk of
+// kChunk steps. The backward walks the chunks of a row in reverse: it recomputes the chunk's states and decays
+// from its stored start state into a small buffer and then runs the adjoint recurrence
+//   g_t = dy_t * C_t + exp(dt_{t+1} A) * g_{t+1}   (g_{L-1} starts from the gradient of the final state)
+// backwards through it.
+//
+// Parallelism: at::parallel_for over rows (forward) and over (batch, channel segment) tasks (backward). A task
+// owns one segment of channels that lies inside one group of B and of C, so it accumulates the gradients of the
+// input-dependent B / C into its own (L, N) slab; slabs are summed per group afterwards (deterministic: the
+// segmentation depends on the shapes only, not on the number of threads).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kChunk = 64;  // time steps between stored states (the backward's recompute window)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SSM_INLINE inline __attribute__((always_inline))
+#define SSM_RESTRICT __restrict__
+#else
+#define SSM_INLINE inline
+#define SSM_RESTRICT
+#endif
+
+// exp for float written so that the compiler can vectorise it inside `omp simd` loops:
+// exp(x) = 2^k * p(r), k = round(x / ln 2), r = x - k ln 2 (two-constant Cody-Waite reduction),
+// p a degree-7 minimax polynomial (Cephes expf coefficients), about 1 ulp.
+// Results below 2^-125 (x < -87) are flushed to 0 (as a GPU kernel in FTZ mode would); x > ln(FLT_MAX) gives inf;
+// NaN propagates.
+SSM_INLINE float exp_vec(float x) {
+  const float kLo = -87.0f;
+  const float kHi = 88.72283935546875f;
+  float xc = x < kLo ? kLo : x;  // comparisons with NaN are false: NaN passes through
+  xc = xc > kHi ? kHi : xc;
+  const float kf = std::floor(xc * 1.44269504088896341f + 0.5f);  // vectorises with -fno-trapping-math
+  float r = xc - kf * 0.693359375f;
+  r = r - kf * -2.12194440e-4f;
+  const float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  // 2^(k-1) is a normal float for k in [-125, 128]; multiply by 2 afterwards.
+  const int32_t bits = (static_cast<int32_t>(kf) - 1 + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(float));
+  float res = p * scale * 2.0f;
+  res = x < kLo ? 0.0f : res;
+  res = x > kHi ? std::numeric_limits<float>::infinity() : res;
+  return res;
+}
+
+SSM_INLINE double exp_vec(double x) { return std::exp(x); }
+
+// Natural log for finite x >= 1 (all this file needs), vectorisable: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+// log(x) = e ln 2 + log(m) with a degree-9 polynomial for log(1+f) (Cephes logf coefficients).
+SSM_INLINE float log_ge1(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(float));
+  int32_t e = ((bits >> 23) & 0xff) - 126;
+  const int32_t mbits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &mbits, sizeof(float));
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1 : e;
+  const float f = small ? m + m - 1.0f : m - 1.0f;
+  const float ef = static_cast<float>(e);
+  const float f2 = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  float y = f * f2 * p;
+  y = y + ef * -2.12194440e-4f;
+  y = y - 0.5f * f2;
+  return f + y + ef * 0.693359375f;
+}
+
+// softplus (torch.nn.functional.softplus: beta 1, threshold 20) and its derivative, vectorisable for float.
+// log1p(w) is computed as log(1+w) * w / ((1+w) - 1), which cancels the rounding of 1+w (Goldberg).
+SSM_INLINE float softplus(float x) {
+  const float w = exp_vec(x < 20.0f ? x : 20.0f);
+  const float v = 1.0f + w;
+  const float l1p = v == 1.0f ? w : log_ge1(v) * (w / (v - 1.0f));
+  return x > 20.0f ? x : l1p;  // NaN: w is NaN, so l1p is NaN
+}
+SSM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+template <typename T>
+SSM_INLINE T softplus_grad(T x) {  // torch: x > threshold ? 1 : exp(x) / (exp(x) + 1)
+  const T e = exp_vec(x < T(20) ? x : T(20));
+  return x > T(20) ? T(1) : e / (e + T(1));
+}
+
+template <typename T>
+SSM_INLINE T sigmoid(T x) {
+  return T(1) / (T(1) + exp_vec(-x));
+}
+
+// The state dimension is padded to a multiple of kLanes<T> (one 64-byte vector) with zero A, B, C, so every inner
+// loop over the state runs whole vectors, and sums over the state go through kLanes partial sums and a tree
+// (a plain `omp simd reduction` makes GCC add the lanes one by one, which dominated the run time).
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+
+template <typename T>
+SSM_INLINE T tree_sum(T* SSM_RESTRICT part) {
+  constexpr int W = kLanes<T>;
+#pragma GCC unroll 8
+  for (int w = W / 2; w > 0; w /= 2) {
+#pragma omp simd
+    for (int j = 0; j < w; ++j) part[j] += part[j + w];
+  }
+  return part[0];
+}
+
+template <typename T>
+SSM_INLINE void zero_lanes(T* SSM_RESTRICT part) {
+#pragma omp simd
+  for (int j = 0; j < kLanes<T>; ++j) part[j] = T(0);
+}
+
+struct Shapes {
+  int64_t batch, dim, len, nstate;  // nstate: padded to a multiple of kLanes
+  int64_t nreal;                    // the caller's N
+  int64_t gB, gC;        // groups of B / C when input-dependent (0 = time-invariant (D, N))
+  int64_t nchunks;
+};
+
+template <typename T>
+struct Ptrs {
+  const T* u;
+  const T* delta;
+  const T* A;
+  const T* B;  // (D, N) or transposed (Bt, G, L, N)
+  const T* C;
+  const T* Dv;
+  const T* z;
+  const T* bias;
+  const T* h0;
+  bool use_softplus;
+};
+
+// Pointer to B_t / C_t for row (b, d) at time 0 and the stride between time steps.
+template <typename T>
+SSM_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int64_t b, int64_t d, int64_t* stride) {
+  if (groups == 0) {
+    *stride = 0;
+    return base + d * s.nstate;
+  }
+  const int64_t g = d / (s.dim / groups);
+  *stride = s.nstate;
+  return base + (b * groups + g) * s.len * s.nstate;
+}
+
+// dt_i = softplus?(delta_i + bias) for one chunk, vectorised.
+template <typename T>
+SSM_INLINE void chunk_dt(const T* SSM_RESTRICT delta, T bias, bool use_softplus, int64_t len, T* SSM_RESTRICT raw,
+                         T* SSM_RESTRICT dt) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) raw[i] = delta[i] + bias;
+  if (use_softplus) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dt[i] = softplus(raw[i]);
+  } else {
+    std::copy(raw, raw + len, dt);
+  }
+}
+
+template <typename T>
+void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states, int64_t row_begin,
+                  int64_t row_end) {
+  const int64_t N = s.nstate, L = s.len, K = kChunk;
+  std::vector<T> hbuf(N), raw_v(K), dt_v(K), y_v(K);
+  T* SSM_RESTRICT h = hbuf.data();
+  T* SSM_RESTRICT rawb = raw_v.data();
+  T* SSM_RESTRICT dtb = dt_v.data();
+  T* SSM_RESTRICT yb = y_v.data();
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t b = row / s.dim, d = row % s.dim;
+    const T* SSM_RESTRICT u = p.u + row * L;
+    const T* SSM_RESTRICT delta = p.delta + row * L;
+    const T* SSM_RESTRICT z = p.z ? p.z + row * L : nullptr;
+    const T* SSM_RESTRICT A = p.A + d * N;
+    int64_t sB, sC;
+    const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
+    const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
+    const T Dd = p.Dv ? p.Dv[d] : T(0);
+    const T bias = p.bias ? p.bias[d] : T(0);
+    T* SSM_RESTRICT o = out + row * L;
+    if (p.h0) {
+      std::copy(p.h0 + row * N, p.h0 + (row + 1) * N, h);
+    } else {
+      std::fill(h, h + N, T(0));
+    }
+    T* st = states ? states + row * s.nchunks * N : nullptr;
+    for (int64_t t0 = 0; t0 < L; t0 += K) {
+      const int64_t len = std::min(K, L - t0);
+      if (st) std::copy(h, h + N, st + (t0 / K) * N);
+      chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t t = t0 + i;
+        const T dt = dtb[i];
+        const T dtu = dt * u[t];
+        const T* SSM_RESTRICT Bt = Bbase + t * sB;
+        const T* SSM_RESTRICT Ct = Cbase + t * sC;
+        alignas(64) T part[kLanes<T>];
+        zero_lanes(part);
+        for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+          for (int j = 0; j < kLanes<T>; ++j) {
+            const int64_t n = n0 + j;
+            const T hn = exp_vec(dt * A[n]) * h[n] + dtu * Bt[n];
+            h[n] = hn;
+            part[j] += Ct[n] * hn;
+          }
+        }
+        yb[i] = tree_sum(part);
+      }
+      if (z) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) {
+          const T zt = z[t0 + i];
+          o[t0 + i] = (yb[i] + Dd * u[t0 + i]) * (zt * sigmoid(zt));
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) o[t0 + i] = yb[i] + Dd * u[t0 + i];
+      }
+    }
+    std::copy(h, h + N, last + row * N);
+  }
+}
+
+template <typename T>
+struct Grads {
+  const T* dout;
+  const T* dlast;   // may be null
+  T* du;
+  T* ddelta;
+  T* dz;            // null when no z
+  T* dA_part;       // (Bt, D, N)
+  T* dD_part;       // (Bt, D)
+  T* dbias_part;    // (Bt, D)
+  T* dh0;           // (Bt, D, N)
+  T* dB;            // (Bt, D, N) per-row partials when B invariant, else (Bt, S, L, N) slabs
+  T* dC;
+  int64_t nseg;     // S
+};
+
+template <typename T>
+void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Grads<T>& gr, int64_t task_begin,
+                    int64_t task_end) {
+  const int64_t N = s.nstate, L = s.len, K = kChunk;
+  const int64_t seg = s.dim / gr.nseg;
+  std::vector<T> hbuf_v((K + 1) * N), abuf_v(K * N), g_v(N), dA_v(N), dBi_v(N), dCi_v(N);
+  std::vector<T> raw_v(K), dt_v(K), y_v(K), dy_v(K), ddt_v(K), duB_v(K);
+  T* SSM_RESTRICT hbuf = hbuf_v.data();
+  T* SSM_RESTRICT abuf = abuf_v.data();
+  T* SSM_RESTRICT g = g_v.data();
+  T* SSM_RESTRICT dA = dA_v.data();
+  T* SSM_RESTRICT dBi = dBi_v.data();
+  T* SSM_RESTRICT dCi = dCi_v.data();
+  T* SSM_RESTRICT rawb = raw_v.data();
+  T* SSM_RESTRICT dtb = dt_v.data();
+  T* SSM_RESTRICT yb = y_v.data();
+  T* SSM_RESTRICT dyb = dy_v.data();
+  T* SSM_RESTRICT ddtb = ddt_v.data();
+  T* SSM_RESTRICT duBb = duB_v.data();
+  for (int64_t task = task_begin; task < task_end; ++task) {
+    const int64_t b = task / gr.nseg, sg = task % gr.nseg;
+    T* slabB = s.gB ? gr.dB + task * L * N : nullptr;
+    T* slabC = s.gC ? gr.dC + task * L * N : nullptr;
+    for (int64_t d = sg * seg; d < (sg + 1) * seg; ++d) {
+      const int64_t row = b * s.dim + d;
+      const T* SSM_RESTRICT u = p.u + row * L;
+      const T* SSM_RESTRICT delta = p.delta + row * L;
+      const T* SSM_RESTRICT z = p.z ? p.z + row * L : nullptr;
+      const T* SSM_RESTRICT A = p.A + d * N;
+      int64_t sB, sC;
+      const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
+      const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
+      const T Dd = p.Dv ? p.Dv[d] : T(0);
+      const T bias = p.bias ? p.bias[d] : T(0);
+      const T* SSM_RESTRICT dout = gr.dout + row * L;
+      T* SSM_RESTRICT du = gr.du + row * L;
+      T* SSM_RESTRICT ddelta = gr.ddelta + row * L;
+      T* SSM_RESTRICT dz = gr.dz ? gr.dz + row * L : nullptr;
+      const T* st = states + row * s.nchunks * N;
+      if (gr.dlast) {
+        std::copy(gr.dlast + row * N, gr.dlast + (row + 1) * N, g);
+      } else {
+        std::fill(g, g + N, T(0));
+      }
+      std::fill(dA, dA + N, T(0));
+      std::fill(dBi, dBi + N, T(0));
+      std::fill(dCi, dCi + N, T(0));
+      T dD_acc = T(0), dbias_acc = T(0);
+      for (int64_t k = s.nchunks - 1; k >= 0; --k) {
+        const int64_t t0 = k * K, len = std::min(K, L - t0);
+        chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
+        // Recompute the chunk from its start state: decays a (row i), states h (row i+1 = h at t0+i), C.h.
+        std::copy(st + k * N, st + (k + 1) * N, hbuf);
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t t = t0 + i;
+          const T dt = dtb[i];
+          const T dtu = dt * u[t];
+          const T* SSM_RESTRICT Bt = Bbase + t * sB;
+          const T* SSM_RESTRICT Ct = Cbase + t * sC;
+          const T* SSM_RESTRICT hp = hbuf + i * N;
+          T* SSM_RESTRICT hn = hbuf + (i + 1) * N;
+          T* SSM_RESTRICT a = abuf + i * N;
+          alignas(64) T part[kLanes<T>];
+          zero_lanes(part);
+          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+            for (int j = 0; j < kLanes<T>; ++j) {
+              const int64_t n = n0 + j;
+              const T an = exp_vec(dt * A[n]);
+              a[n] = an;
+              const T hv = an * hp[n] + dtu * Bt[n];
+              hn[n] = hv;
+              part[j] += Ct[n] * hv;
+            }
+          }
+          yb[i] = tree_sum(part);
+        }
+        // Gradient of the pre-gate output y (and of z).
+        if (z) {
+#pragma omp simd
+          for (int64_t i = 0; i < len; ++i) {
+            const T zt = z[t0 + i], go = dout[t0 + i];
+            const T sz = sigmoid(zt);
+            dz[t0 + i] = go * (yb[i] + Dd * u[t0 + i]) * sz * (T(1) + zt * (T(1) - sz));
+            dyb[i] = go * zt * sz;
+          }
+        } else {
+          std::copy(dout + t0, dout + t0 + len, dyb);
+        }
+        // Adjoint recurrence backwards through the chunk.
+        for (int64_t i = len - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          const T ut = u[t], dt = dtb[i], dy = dyb[i];
+          const T dtu = dt * ut;
+          const T* SSM_RESTRICT Bt = Bbase + t * sB;
+          const T* SSM_RESTRICT Ct = Cbase + t * sC;
+          const T* SSM_RESTRICT hp = hbuf + i * N;
+          const T* SSM_RESTRICT hc = hbuf + (i + 1) * N;
+          const T* SSM_RESTRICT a = abuf + i * N;
+          T* SSM_RESTRICT dBt = slabB ? slabB + t * N : dBi;
+          T* SSM_RESTRICT dCt = slabC ? slabC + t * N : dCi;
+          alignas(64) T pddt[kLanes<T>];
+          alignas(64) T pduB[kLanes<T>];
+          zero_lanes(pddt);
+          zero_lanes(pduB);
+          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+            for (int j = 0; j < kLanes<T>; ++j) {
+              const int64_t n = n0 + j;
+              const T gn = g[n] + dy * Ct[n];
+              const T ha = hp[n] * a[n];
+              pddt[j] += gn * (ha * A[n] + Bt[n] * ut);
+              dA[n] += gn * ha * dt;
+              pduB[j] += gn * Bt[n];
+              dBt[n] += gn * dtu;
+              dCt[n] += dy * hc[n];
+              g[n] = gn * a[n];
+            }
+          }
+          ddtb[i] = tree_sum(pddt);
+          duBb[i] = tree_sum(pduB);
+        }
+        if (p.use_softplus) {
+#pragma omp simd
+          for (int64_t i = 0; i < len; ++i) ddtb[i] *= softplus_grad(rawb[i]);
+        }
+#pragma omp simd reduction(+ : dD_acc, dbias_acc)
+        for (int64_t i = 0; i < len; ++i) {
+          const T ut = u[t0 + i];
+          du[t0 + i] = dyb[i] * Dd + duBb[i] * dtb[i];
+          ddelta[t0 + i] = ddtb[i];
+          dD_acc += dyb[i] * ut;
+          dbias_acc += ddtb[i];
+        }
+      }
+      std::copy(g, g + N, gr.dh0 + row * N);
+      std::copy(dA, dA + N, gr.dA_part + row * N);
+      if (!s.gB) std::copy(dBi, dBi + N, gr.dB + row * N);
+      if (!s.gC) std::copy(dCi, dCi + N, gr.dC + row * N);
+      gr.dD_part[row] = dD_acc;
+      gr.dbias_part[row] = dbias_acc;
+    }
+  }
+}
+
+void check_input(const torch::Tensor& t, const char* name, const torch::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(), ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+int64_t padded_nstate(const torch::Tensor& u, int64_t nstate) {
+  const int64_t lanes = 64 / u.element_size();
+  return (nstate + lanes - 1) / lanes * lanes;
+}
+
+// X with its last axis zero-padded to np, contiguous.
+torch::Tensor pad_last(const torch::Tensor& X, int64_t np) {
+  const int64_t n = X.size(-1);
+  if (n == np) return X.contiguous();
+  return at::constant_pad_nd(X, {0, np - n}, 0).contiguous();
+}
+
+// Returns (groups, tensor) for B/C given as (D, N) or (Bt, G, N, L): (D, Np) or transposed (Bt, G, L, Np).
+std::pair<int64_t, torch::Tensor> prep_bc(const torch::Tensor& X, const char* name, const torch::Tensor& u,
+                                          int64_t dim, int64_t nstate) {
+  TORCH_CHECK(X.scalar_type() == u.scalar_type(), name, " must have dtype ", u.scalar_type());
+  const int64_t np = padded_nstate(u, nstate);
+  if (X.dim() == 2) {
+    TORCH_CHECK(X.size(0) == dim && X.size(1) == nstate, name, " must be (D, N)");
+    return {0, pad_last(X, np)};
+  }
+  TORCH_CHECK(X.dim() == 4, name, " must be (D, N) or (batch, G, N, L)");
+  TORCH_CHECK(X.size(0) == u.size(0) && X.size(2) == nstate && X.size(3) == u.size(2), name,
+              " must be (batch, G, N, L)");
+  const int64_t G = X.size(1);
+  TORCH_CHECK(G >= 1 && dim % G == 0, name, ": groups must divide dim");
+  return {G, pad_last(X.transpose(2, 3), np)};
+}
+
+Shapes make_shapes(const torch::Tensor& u, const torch::Tensor& A, int64_t gB, int64_t gC) {
+  Shapes s;
+  s.batch = u.size(0);
+  s.dim = u.size(1);
+  s.len = u.size(2);
+  s.nreal = A.size(1);
+  s.nstate = padded_nstate(u, s.nreal);
+  s.gB = gB;
+  s.gC = gC;
+  s.nchunks = (s.len + kChunk - 1) / kChunk;
+  return s;
+}
+
+template <typename T>
+Ptrs<T> make_ptrs(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A, const torch::Tensor& Bc,
+                  const torch::Tensor& Cc, const c10::optional<torch::Tensor>& Dv,
+                  const c10::optional<torch::Tensor>& z, const c10::optional<torch::Tensor>& bias,
+                  const c10::optional<torch::Tensor>& h0, bool sp) {
+  Ptrs<T> p;
+  p.u = u.data_ptr<T>();
+  p.delta = delta.data_ptr<T>();
+  p.A = A.data_ptr<T>();
+  p.B = Bc.data_ptr<T>();
+  p.C = Cc.data_ptr<T>();
+  p.Dv = Dv.has_value() ? Dv->data_ptr<T>() : nullptr;
+  p.z = z.has_value() ? z->data_ptr<T>() : nullptr;
+  p.bias = bias.has_value() ? bias->data_ptr<T>() : nullptr;
+  p.h0 = h0.has_value() ? h0->data_ptr<T>() : nullptr;
+  p.use_softplus = sp;
+  return p;
+}
+
+void check_all(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+               const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
+               const c10::optional<torch::Tensor>& bias, const c10::optional<torch::Tensor>& h0) {
+  TORCH_CHECK(u.dim() == 3, "u must be (batch, dim, L)");
+  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble, "u must be float32 or float64");
+  check_input(u, "u", u);
+  check_input(delta, "delta", u);
+  TORCH_CHECK(delta.sizes() == u.sizes(), "delta must have u's shape");
+  check_input(A, "A", u);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), "A must be (D, N)");
+  if (Dv.has_value()) {
+    check_input(*Dv, "D", u);
+    TORCH_CHECK(Dv->numel() == u.size(1), "D must be (dim,)");
+  }
+  if (z.has_value()) {
+    check_input(*z, "z", u);
+    TORCH_CHECK(z->sizes() == u.sizes(), "z must have u's shape");
+  }
+  if (bias.has_value()) {
+    check_input(*bias, "delta_bias", u);
+    TORCH_CHECK(bias->numel() == u.size(1), "delta_bias must be (dim,)");
+  }
+  if (h0.has_value()) {
+    check_input(*h0, "initial_state", u);
+    TORCH_CHECK(h0->dim() == 3 && h0->size(0) == u.size(0) && h0->size(1) == u.size(1) && h0->size(2) == A.size(1),
+                "initial_state must be (batch, dim, N)");
+  }
+}
+
+// Returns {out, last_state, chunk_states}; chunk_states is empty unless save_states.
+std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                                    const torch::Tensor& B, const torch::Tensor& C,
+                                    const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
+                                    const c10::optional<torch::Tensor>& bias, bool delta_softplus,
+                                    const c10::optional<torch::Tensor>& h0, bool save_states) {
+  check_all(u, delta, A, Dv, z, bias, h0);
+  const int64_t dim = u.size(1), nstate = A.size(1);
+  auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
+  auto [gC, Cc] = prep_bc(C, "C", u, dim, nstate);
+  const Shapes s = make_shapes(u, A, gB, gC);
+  const torch::Tensor Ap = pad_last(A, s.nstate);
+  const c10::optional<torch::Tensor> h0p =
+      h0.has_value() ? c10::optional<torch::Tensor>(pad_last(*h0, s.nstate)) : c10::nullopt;
+  auto out = torch::empty_like(u);
+  auto last = torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  auto states = save_states ? torch::empty({s.batch, s.dim, s.nchunks, s.nstate}, u.options())
+                            : torch::empty({0}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_fwd", [&] {
+    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    scalar_t* l = last.data_ptr<scalar_t>();
+    scalar_t* st = save_states ? states.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
+      forward_rows<scalar_t>(p, s, o, l, st, begin, end);
+    });
+  });
+  return {out, last.narrow(2, 0, s.nreal).contiguous(), states};
+}
+
+// Number of channel segments per batch row for the backward: a multiple of lcm(groups of B, groups of C) that
+// divides dim, about 64 tasks in all; depends on the shapes only.
+int64_t choose_segments(int64_t batch, int64_t dim, int64_t gB, int64_t gC) {
+  const int64_t a = std::max<int64_t>(gB, 1), b = std::max<int64_t>(gC, 1);
+  const int64_t base = std::lcm(a, b);
+  const int64_t target = std::max<int64_t>(1, (64 + batch - 1) / batch);
+  int64_t best = base;
+  for (int64_t k = 1; base * k <= dim; ++k) {
+    if (dim % (base * k) == 0 && base * k <= std::max(target, base)) best = base * k;
+  }
+  return best;
+}
+
+// Returns {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state} in the layouts of the inputs
+// (dB/dC as (D, N) or (batch, G, N, L)); dD / dz / ddelta_bias are empty when their input is absent.
+std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                                    const torch::Tensor& B, const torch::Tensor& C,
+                                    const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
+                                    const c10::optional<torch::Tensor>& bias, bool delta_softplus,
+                                    const torch::Tensor& states, const torch::Tensor& dout,
+                                    const c10::optional<torch::Tensor>& dlast) {
+  check_all(u, delta, A, Dv, z, bias, c10::nullopt);
+  const int64_t dim = u.size(1), nstate = A.size(1);
+  auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
+  auto [gC, Cc] = prep_bc(C, "C", u, dim, nstate);
+  const Shapes s = make_shapes(u, A, gB, gC);
+  const torch::Tensor Ap = pad_last(A, s.nstate);
+  check_input(states, "chunk states", u);
+  TORCH_CHECK(states.dim() == 4 && states.size(2) == s.nchunks && states.size(3) == s.nstate,
+              "chunk states have the wrong shape");
+  check_input(dout, "grad of output", u);
+  TORCH_CHECK(dout.sizes() == u.sizes(), "grad of output must have u's shape");
+  if (dlast.has_value()) {
+    check_input(*dlast, "grad of last_state", u);
+    TORCH_CHECK(dlast->numel() == s.batch * s.dim * s.nreal, "grad of last_state must be (batch, dim, N)");
+  }
+  const c10::optional<torch::Tensor> dlastp =
+      dlast.has_value() ? c10::optional<torch::Tensor>(pad_last(dlast->view({s.batch, s.dim, s.nreal}), s.nstate))
+                        : c10::nullopt;
+  const int64_t S = choose_segments(s.batch, s.dim, gB, gC);
+  auto du = torch::empty_like(u);
+  auto ddelta = torch::empty_like(u);
+  auto dz = z.has_value() ? torch::empty_like(u) : torch::empty({0}, u.options());
+  auto dA_part = torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  auto dD_part = torch::empty({s.batch, s.dim}, u.options());
+  auto dbias_part = torch::empty({s.batch, s.dim}, u.options());
+  auto dh0 = torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  auto dBbuf = gB ? torch::zeros({s.batch, S, s.len, s.nstate}, u.options())
+                  : torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  auto dCbuf = gC ? torch::zeros({s.batch, S, s.len, s.nstate}, u.options())
+                  : torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_bwd", [&] {
+    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, c10::nullopt, delta_softplus);
+    Grads<scalar_t> gr;
+    gr.dout = dout.data_ptr<scalar_t>();
+    gr.dlast = dlastp.has_value() ? dlastp->data_ptr<scalar_t>() : nullptr;
+    gr.du = du.data_ptr<scalar_t>();
+    gr.ddelta = ddelta.data_ptr<scalar_t>();
+    gr.dz = z.has_value() ? dz.data_ptr<scalar_t>() : nullptr;
+    gr.dA_part = dA_part.data_ptr<scalar_t>();
+    gr.dD_part = dD_part.data_ptr<scalar_t>();
+    gr.dbias_part = dbias_part.data_ptr<scalar_t>();
+    gr.dh0 = dh0.data_ptr<scalar_t>();
+    gr.dB = dBbuf.data_ptr<scalar_t>();
+    gr.dC = dCbuf.data_ptr<scalar_t>();
+    gr.nseg = S;
+    const scalar_t* st = states.data_ptr<scalar_t>();
+    at::parallel_for(0, s.batch * S, 1, [&](int64_t begin, int64_t end) {
+      backward_tasks<scalar_t>(p, s, st, gr, begin, end);
+    });
+  });
+  auto reduce_bc = [&](const torch::Tensor& buf, int64_t G) {
+    if (!G) return buf.narrow(2, 0, s.nreal).sum(0);  // (D, N)
+    return buf.narrow(3, 0, s.nreal).reshape({s.batch, G, S / G, s.len, s.nreal}).sum(2).transpose(2, 3);
+  };
+  auto dB = reduce_bc(dBbuf, gB);
+  auto dC = reduce_bc(dCbuf, gC);
+  auto empty = torch::empty({0}, u.options());
+  return {du,
+          ddelta,
+          dA_part.narrow(2, 0, s.nreal).sum(0),
+          dB,
+          dC,
+          Dv.has_value() ? dD_part.sum(0) : empty,
+          dz,
+          bias.has_value() ? dbias_part.sum(0) : empty,
+          dh0.narrow(2, 0, s.nreal)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ssmkit CPU selective scan (forward and backward)";
+  m.def("fwd", &scan_fwd, "selective scan forward");
+  m.def("bwd", &scan_bwd, "selective scan backward");
+  m.attr("CHUNK") = kChunk;
+}

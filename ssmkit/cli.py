@@ -1,0 +1,58 @@
+"""The `ssmkit` command: LightningCLI's fit / validate / test / predict on YAML configs, plus `demo` and `bench`.
+
+    ssmkit fit --config configs/core/selective_copy.yaml --trainer.max_steps=200
+    ssmkit demo [--out outputs/demo] [--only core,vision] [--steps-scale 1.0]
+    ssmkit bench scan [benchmark flags...]
+"""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench} ...
+
+  fit|validate|test|predict  LightningCLI on a config: --config FILE, --print_config, dotted overrides
+  demo                       short training tour of every installed domain, ends with a summary table
+  bench NAME                 run benchmarks/NAME.py (scan, ssd, longconv, scan2d, ...) from a source checkout
+"""
+
+
+def lightning_cli(args: Optional[List[str]]):
+    """LightningCLI with any LightningModule / LightningDataModule chosen by class_path in the config, and a
+    rich progress bar unless the config turns progress bars off."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+    from lightning.pytorch.cli import LightningCLI
+
+    class SSMKitCLI(LightningCLI):
+        def _instantiate_trainer(self, config, callbacks):
+            has_bar = any(isinstance(c, ProgressBar) for c in callbacks + list(config.get("callbacks") or []))
+            if config.get("enable_progress_bar", True) is not False and not has_bar:
+                callbacks = callbacks + [RichProgressBar()]
+            return super()._instantiate_trainer(config, callbacks)
+
+    return SSMKitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=args, save_config_kwargs={"overwrite": True}, parser_kwargs={"description": USAGE})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "demo":
+        from ssmkit.demo import main as demo_main
+        return demo_main(argv[1:])
+    if argv[0] == "bench":
+        from ssmkit.bench import main as bench_main
+        return bench_main(argv[1:])
+    if argv[0] not in ("fit", "validate", "test", "predict"):
+        print(f"ssmkit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    lightning_cli(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
