@@ -4,5 +4,5 @@ from ssmkit.extras import require_extra
 require_extra("vision", ["timm","torchvision"])
 
 from . import models  # noqa: E402  (registers the timm entrypoints)
-from .data import DigitsDataModule, MNISTDataModule, read_idx  # noqa: E402
+from .data import DigitsDataModule, ImageFolderDataModule, MNISTDataModule, read_idx  # noqa: E402
 from .task import ImageClassificationTask  # noqa: E402

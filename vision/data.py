@@ -146,3 +146,44 @@ class DigitsDataModule(_SplitDataModule):
         # pixel values are 0..16; mean/std of the set at that scale
         x = to_image_tensor(digits.images, 0.3, 0.4, 16.0, h.img_size, h.in_chans)
         return x, torch.as_tensor(digits.target, dtype=torch.long)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """`root/train/<class>/*` and `root/val/<class>/*` image trees (torchvision ImageFolder) with timm's
+    `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test)."""
+
+    def __init__(self, root: str, img_size: int = 224, batch_size: int = 64, num_workers: int = 4,
+                 auto_augment: Optional[str] = None, mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875):
+        super().__init__()
+        self.save_hyperparameters()
+        self.root, self.batch_size = pathlib.Path(root), batch_size
+        self.num_classes: Optional[int] = None
+        self._sets = None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._sets is not None:
+            return
+        from timm.data import create_transform
+        from torchvision.datasets import ImageFolder
+        h = self.hparams
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(f"{self.root / split}: missing; expected root/train/<class>/ and "
+                                        f"root/val/<class>/ image folders")
+        common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std))
+        train = ImageFolder(str(self.root / "train"), create_transform(is_training=True, auto_augment=h.auto_augment,
+                                                                         **common))
+        val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common))
+        if train.classes != val.classes:
+            raise ValueError(f"{self.root}: train classes {train.classes} differ from val classes {val.classes}")
+        self.num_classes, self._sets = len(train.classes), (train, val)
+
+    def train_dataloader(self):
+        return DataLoader(self._sets[0], batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self):
+        return DataLoader(self._sets[1], batch_size=self.batch_size, num_workers=self.hparams.num_workers)
+
+    test_dataloader = val_dataloader

@@ -132,3 +132,24 @@ def test_configs_instantiate(config):
         task = _instantiate(cfg["model"])
     assert isinstance(task, ImageClassificationTask)
     assert _instantiate(cfg["data"]).batch_size > 0
+
+
+def test_image_folder_datamodule_reads_png_trees(tmp_path):
+    from PIL import Image
+
+    from ssmkit.vision.data import ImageFolderDataModule
+    for split in ("train", "val"):
+        for c, colour in (("cat", 200), ("dog", 30)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (colour, colour, colour)).save(tmp_path / split / c / f"{i}.png")
+    dm = ImageFolderDataModule(str(tmp_path), img_size=32, batch_size=2, num_workers=0)
+    dm.setup()
+    assert dm.num_classes == 2
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 0]
+    # a uniform grey image normalises to (value/255 - mean) / std in every pixel
+    torch.testing.assert_close(x[0, 0], torch.full((32, 32), (200 / 255 - 0.485) / 0.229), atol=1e-2, rtol=0)
+    assert next(iter(dm.train_dataloader()))[0].shape == (2, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="expected root/train"):
+        ImageFolderDataModule(str(tmp_path / "nothing")).setup()
