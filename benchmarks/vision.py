@@ -1,8 +1,9 @@
 """Vision backbones on CPU: inference images/s and peak memory of each tiny preset next to timm's DeiT-Ti at
 224 px, and Vim-Ti vs DeiT-Ti peak memory as the resolution grows (the paper's linear-vs-quadratic claim).
 
-Each measurement runs in a fresh process; peak memory is the growth of the process's peak RSS (VmHWM, reset
-through /proc/self/clear_refs) during the forward passes, i.e. activations and workspace, not weights.
+Each measurement runs in a fresh process with a fixed glibc mmap threshold (so freed tensors leave RSS); peak
+memory is the growth of the peak RSS (VmHWM, reset through /proc/self/clear_refs) during the first forward at
+the measured size (after a 64 px warm-up that loads kernels), i.e. activations and workspace, not weights.
 Prints two tables and writes benchmarks/results/vision.json.
     python benchmarks/vision.py [--threads 2] [--batch 8] [--repeats 3] [--sizes 224 512 768]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -35,26 +37,28 @@ def child(name: str, size: int, batch: int, repeats: int, threads: int) -> dict:
     import ssmkit.vision  # noqa: F401
 
     torch.set_num_threads(threads)
-    kwargs = dict(dynamic_img_size=True) if size != 224 else {}
+    kwargs = dict(dynamic_img_size=True) if name.startswith(("vim", "deit")) else {}
     model = timm.create_model(name, **kwargs).eval()
     x = torch.randn(batch, 3, size, size)
     with torch.no_grad():
-        model(x[:1])  # warm-up (and any one-time kernel load)
+        model(torch.randn(1, 3, 64, 64))  # loads kernels; allocates little
         Path("/proc/self/clear_refs").write_text("5")
         base = _status_kib("VmRSS")
+        model(x)
+        peak = _status_kib("VmHWM") - base
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t0)
-    peak = _status_kib("VmHWM") - base
     return dict(model=name, size=size, batch=batch, img_per_s=batch / min(times), peak_mib=peak / 1024,
                 params_m=sum(p.numel() for p in model.parameters()) / 1e6)
 
 
 def run(name, size, batch, repeats, threads) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, __file__, "--child", name, str(size), str(batch), str(repeats),
-                          str(threads)], capture_output=True, text=True)
+                          str(threads)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{name} at {size}px failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
