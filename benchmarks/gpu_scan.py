@@ -283,12 +283,17 @@ def main(argv=None):
               "same code path on CPU with Triton's interpreter, run:\n"
               "    python benchmarks/gpu_scan.py --device cpu --quick", file=sys.stderr)
         return 2
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # CUDA events and peak-memory counters follow the current device
     if device.type == "cpu":  # Triton runs CPU tensors only interpreted, switched on before triton is imported
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
             print("triton was imported before TRITON_INTERPRET=1 could be set; run the script in a fresh process",
                   file=sys.stderr)
             return 2
         os.environ["TRITON_INTERPRET"] = "1"
+        if not a.quick:
+            print("note: --device cpu without --quick interprets Triton on full-size shapes, which takes hours",
+                  file=sys.stderr)
     warmup = 0 if a.quick else 3
     ops = {n: op for n, op in _ops().items() if n in a.ops}
     report = backend_report(device, ops)
