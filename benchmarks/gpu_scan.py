@@ -223,7 +223,8 @@ def cells(row):
 
 def markdown(rows, meta):
     lines = [f"# GPU scan benchmark ({meta['date']})", "",
-             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}, mamba_ssm {meta['mamba_ssm']}.",
+             f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}, "
+             f"mamba_ssm {meta['mamba_ssm']}.",
              f"Times: best of {meta['repeats']} after {meta['warmup']} warm-up runs; x = speed-up over the torch path "
              "(same op, dtype and L); peak MiB = forward+backward allocation beyond the inputs.",
              "Errors: max |got - want| / max |want| over the output and every input gradient, against the fp32 "
@@ -261,7 +262,8 @@ def parse(argv):
                    help="sequence lengths (default 1024 4096 16384; --quick: 16 40)")
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
     p.add_argument("--repeats", type=int, default=None, help="timed runs, best and median kept (default 20; --quick 1)")
-    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat, no warm-up: a smoke test of the code path")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes, one repeat, no warm-up: a smoke test of the code path")
     p.add_argument("--ops", nargs="+", choices=["scan", "ssd"], default=["scan", "ssd"])
     p.add_argument("--out-dir", default=str(Path(__file__).parent / "results"),
                    help="folder of gpu_scan.json and gpu_scan.md")
