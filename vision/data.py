@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -66,12 +66,34 @@ def seeded_split(n: int, sizes: Sequence[int], seed: int) -> Tuple[torch.Tensor,
     return tuple(perm[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
 
 
-class _SplitDataModule(L.LightningDataModule):
-    """Holds (images, labels) tensors and serves a seeded train / val / test split."""
+class RandomShift:
+    """Training collate: translate each image by up to `max_shift` pixels, filling with its corner (background)
+    value — the classic MNIST augmentation that keeps digits whole."""
 
-    def __init__(self, split: Sequence[int], batch_size: int, seed: int, num_workers: int):
+    def __init__(self, max_shift: int):
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift = max_shift
+
+    def __call__(self, batch):
+        x, y = default_collate(batch)
+        s = self.max_shift
+        if s == 0:
+            return x, y
+        n, c, H, W = x.shape
+        padded = x[:, :, :1, :1].expand(n, c, H + 2 * s, W + 2 * s).clone()
+        padded[:, :, s:s + H, s:s + W] = x
+        offsets = torch.randint(0, 2 * s + 1, (n, 2)).tolist()
+        return torch.stack([padded[i, :, dy:dy + H, dx:dx + W] for i, (dy, dx) in enumerate(offsets)]), y
+
+
+class _SplitDataModule(L.LightningDataModule):
+    """Holds (images, labels) tensors and serves a seeded train / val / test split; `max_shift` augments train."""
+
+    def __init__(self, split: Sequence[int], batch_size: int, seed: int, num_workers: int, max_shift: int = 0):
         super().__init__()
         self.split, self.batch_size, self.seed, self.num_workers = tuple(split), batch_size, seed, num_workers
+        self.augment = RandomShift(max_shift)
         self.num_classes: Optional[int] = None
         self._sets = None
 
@@ -87,7 +109,8 @@ class _SplitDataModule(L.LightningDataModule):
     def _loader(self, i: int, shuffle: bool) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(self._sets[i], batch_size=self.batch_size, shuffle=shuffle, generator=g,
-                          num_workers=self.num_workers, drop_last=shuffle and len(self._sets[i]) > self.batch_size)
+                          num_workers=self.num_workers, drop_last=shuffle and len(self._sets[i]) > self.batch_size,
+                          collate_fn=self.augment if shuffle else None)
 
     def train_dataloader(self):
         return self._loader(0, True)
@@ -112,8 +135,8 @@ class MNISTDataModule(_SplitDataModule):
     def __init__(self, root: str, images: str = "t10k-images-idx3-ubyte.gz",
                  labels: str = "t10k-labels-idx1-ubyte.gz", split: Sequence[int] = (8000, 1000, 1000),
                  img_size: Optional[int] = None, in_chans: int = 1, mean: float = MNIST_MEAN, std: float = MNIST_STD,
-                 batch_size: int = 128, seed: int = 0, num_workers: int = 0):
-        super().__init__(split, batch_size, seed, num_workers)
+                 batch_size: int = 128, seed: int = 0, num_workers: int = 0, max_shift: int = 0):
+        super().__init__(split, batch_size, seed, num_workers, max_shift)
         self.save_hyperparameters()
         self.root = pathlib.Path(root)
 

@@ -153,3 +153,24 @@ def test_image_folder_datamodule_reads_png_trees(tmp_path):
     assert next(iter(dm.train_dataloader()))[0].shape == (2, 3, 32, 32)
     with pytest.raises(FileNotFoundError, match="expected root/train"):
         ImageFolderDataModule(str(tmp_path / "nothing")).setup()
+
+
+def test_random_shift_translates_each_image_and_fills_with_background():
+    from ssmkit.vision.data import RandomShift
+    torch.manual_seed(0)
+    x = torch.zeros(16, 1, 6, 5)
+    x[:, :, 1:5, 1:4] = torch.rand(16, 1, 4, 3) + 1  # a "digit" on a zero background
+    y = torch.arange(16)
+    out, labels = RandomShift(1)([(x[i], y[i]) for i in range(16)])
+    assert torch.equal(labels, y) and out.shape == x.shape
+    seen = set()
+    for i in range(16):
+        padded = F.pad(x[i], (1, 1, 1, 1))
+        matches = [(dy, dx) for dy in range(3) for dx in range(3) if torch.equal(out[i], padded[:, dy:dy + 6, dx:dx + 5])]
+        assert matches, f"image {i} is not a translation of its input"
+        seen.add(matches[0])
+    assert len(seen) > 1  # the offsets are random
+    unchanged, _ = RandomShift(0)([(x[i], y[i]) for i in range(16)])
+    assert torch.equal(unchanged, x)
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomShift(-1)
