@@ -2,18 +2,20 @@
 import pytest
 import torch
 
-from ssmkit.timeseries.models import DLinear, NLinear, SMamba, SpaceTime
+from ssmkit.timeseries.models import Chimera, DLinear, NLinear, SMamba, SpaceTime
 from ssmkit.timeseries.models.linear import moving_average
 from ssmkit.timeseries.models.spacetime import preprocessing_kernels
 
 SMALL_SMAMBA = dict(d_model=16, d_ff=16, e_layers=2, d_state=2)
+SMALL_CHIMERA = dict(d_model=8, d_state=4, kernel_size=5, kernel_dim=8, n_kernels=4)
 
 
 def _models(enc_in, L=24, H=8):
     return {"NLinear": NLinear(L, H, enc_in), "NLinear-ind": NLinear(L, H, enc_in, individual=True),
             "DLinear": DLinear(L, H, enc_in), "DLinear-ind": DLinear(L, H, enc_in, individual=True),
             "SMamba": SMamba(L, H, enc_in, **SMALL_SMAMBA),
-            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4)}
+            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4),
+            "Chimera": Chimera(L, H, enc_in, **SMALL_CHIMERA)}
 
 
 @pytest.mark.parametrize("enc_in", [7, 1], ids=["M", "S"])
