@@ -31,9 +31,10 @@ def _settings(model: str, dataset: str, pred_len: int) -> Tuple[Dict, float, int
         # the official scripts never pass --freq, so ETTm1 also gets the 4 hourly time features
         return {"d_model": d, "d_ff": d, "e_layers": 2, "d_state": 2}, _SMAMBA_LR[dataset][pred_len], 32, {"freq": "h"}
     if model == "chimera":
-        # no official code or scripts: a CPU-sized model, Adam with the protocol's type1 schedule
+        # no official code or scripts: a CPU-sized model, Adam with the protocol's type1 schedule; lr 1e-2 (40 steps
+        # on ETTh1 H=96: val MSE 0.80 vs 0.96 at 1e-3)
         return ({"d_model": 16, "e_layers": 1, "d_state": 8, "kernel_dim": 32, "n_kernels": 8, "dropout": 0.1},
-                1e-3, 32, {})
+                1e-2, 32, {})
     if model == "spacetime":
         # the README's ETT command: n_blocks 1, kernel_dim 64, dropout 0.25, batch 50; model_dim 128, 16 kernels
         return {"d_model": 128, "n_blocks": 1, "kernel_dim": 64, "n_kernels": 16, "dropout": 0.25}, 1e-3, 50, {}
