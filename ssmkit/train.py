@@ -93,7 +93,7 @@ class TaskBase(L.LightningModule):
         opt = OPTIMIZERS[self.optimizer_name](groups, **kwargs)
         if self.scheduler_name is None and self.warmup_steps == 0:
             return opt
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, warmup_then(self.scheduler_name, self.warmup_steps, total, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

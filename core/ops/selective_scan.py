@@ -92,7 +92,7 @@ class _ChunkedScan(torch.autograd.Function):
             a, b, Cx = _chunk_terms(delta, u, A, B, C, t0, t1)
             H = _chunk_states(a, b, h)
             h = H[-1].clone()  # a copy, so the chunk's buffer is freed
-            y[:, :, t0:t1] = (H * Cx).sum(-1).permute(1, 2, 0)
+            y[:, :, t0:t1] = _contract_c(H, Cx).permute(1, 2, 0)
         ctx.save_for_backward(delta, u, A, B, C, torch.stack(boundaries))
         ctx.chunk_size = chunk_size
         return y, h.clone()
@@ -113,22 +113,22 @@ class _ChunkedScan(torch.autograd.Function):
             a, b, Cx = _chunk_terms(delta, u, A, B, C, t0, t1)
             H = _chunk_states(a, b, boundaries[k])
             H_prev = torch.cat([boundaries[k].unsqueeze(0), H[:-1]])
-            gy_c = gy[:, :, t0:t1].permute(2, 0, 1)                  # (T, batch, dim)
+            gy_c = gy[:, :, t0:t1].permute(2, 0, 1).contiguous()     # (T, batch, dim), time-major
             GH = gy_c.unsqueeze(-1) * Cx                              # C_t gy_t, then the reverse scan in place
             GH[-1] += carry
             for t in range(t1 - t0 - 2, -1, -1):
                 torch.addcmul(GH[t], a[t + 1], GH[t + 1], out=GH[t])
             carry = a[0] * GH[0]
             g_logdecay = GH * H_prev * a                              # grad of delta_t * A
-            d_c = delta[:, :, t0:t1].permute(2, 0, 1)
-            u_c = u[:, :, t0:t1].permute(2, 0, 1)
+            d_c = delta[:, :, t0:t1].permute(2, 0, 1).contiguous()
+            u_c = u[:, :, t0:t1].permute(2, 0, 1).contiguous()
             Bx = _expand(B, u.shape[1], t0, t1)
             g_du = (GH * Bx).sum(-1)                                  # grad of delta_t * u_t
             gdelta[:, :, t0:t1] = ((g_logdecay * A).sum(-1) + g_du * u_c).permute(1, 2, 0)
             gu[:, :, t0:t1] = (g_du * d_c).permute(1, 2, 0)
             gA += (g_logdecay * d_c.unsqueeze(-1)).sum((0, 1))
-            _accumulate_bc(gB, GH * (d_c * u_c).unsqueeze(-1), t0, t1)
-            _accumulate_bc(gC, gy_c.unsqueeze(-1) * H, t0, t1)
+            _accumulate_bc(gB, GH, d_c * u_c, t0, t1)
+            _accumulate_bc(gC, H, gy_c, t0, t1)
         return gdelta, gu, gA, gB, gC, carry, None
 
 
@@ -137,25 +137,35 @@ def _expand(M, dim, t0, t1):
     if M.dim() == 2:
         return M
     M = M[..., t0:t1].permute(3, 0, 1, 2)                             # (T, batch, G, N)
-    return M.repeat_interleave(dim // M.shape[2], dim=2)
+    return M if M.shape[2] == 1 else M.repeat_interleave(dim // M.shape[2], dim=2)  # one group broadcasts
 
 
-def _accumulate_bc(gM, g, t0, t1):
-    """Add g (T, batch, dim, N) into the gradient of B or C in its own layout (sums over shared axes)."""
+def _accumulate_bc(gM, X, w, t0, t1):
+    """Add sum_d X * w (X (T, batch, dim, N), w (T, batch, dim)) into the gradient of B or C in its own layout,
+    as a contraction over the channels of each group (no (T, batch, dim, N) product is materialised)."""
     if gM.dim() == 2:
-        gM += g.sum((0, 1))
+        gM += X.mul(w.unsqueeze(-1)).sum((0, 1))
         return
-    T, batch, dim, N = g.shape
+    T, batch, dim, N = X.shape
     G = gM.shape[1]
-    gM[..., t0:t1] += g.reshape(T, batch, G, dim // G, N).sum(3).permute(1, 2, 3, 0)
+    g = torch.einsum("tbgkn,tbgk->bgnt", X.reshape(T, batch, G, dim // G, N), w.reshape(T, batch, G, dim // G))
+    gM[..., t0:t1] += g
+
+
+def _contract_c(H, Cx):
+    """y_t = C_t . h_t for a chunk: H (T, batch, dim, N) with C (dim, N) or (T, batch, 1|dim, N), as a batched
+    matrix product where C is shared by the channels (no (T, batch, dim, N) product is materialised)."""
+    if Cx.dim() == 4 and Cx.shape[2] == 1:
+        return torch.matmul(H, Cx.transpose(-1, -2)).squeeze(-1)
+    return torch.einsum("tbdn,...dn->tbd", H, Cx) if Cx.dim() == 2 else (H * Cx).sum(-1)
 
 
 def _chunk_terms(delta, u, A, B, C, t0, t1):
     """Decays a = exp(delta A), inputs b = delta u B and C for steps [t0, t1), each (T, batch, dim, N)."""
-    d_c = delta[:, :, t0:t1].permute(2, 0, 1).unsqueeze(-1)
-    u_c = u[:, :, t0:t1].permute(2, 0, 1).unsqueeze(-1)
+    d_c = delta[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
+    u_c = u[:, :, t0:t1].permute(2, 0, 1).contiguous().unsqueeze(-1)
     dim = u.shape[1]
-    a = torch.exp(d_c * A)
+    a = torch.mul(d_c, A).exp_()
     b = (d_c * u_c) * _expand(B, dim, t0, t1)
     return a, b.contiguous(), _expand(C, dim, t0, t1)
 
@@ -189,9 +199,11 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state):
     check_tensor("A", A, ("dim", "N"), s)
     for name, M in (("B", B), ("C", C)):
         layouts = {2: ("dim", "N"), 3: ("batch", "N", "L"), 4: ("batch", "G", "N", "L")}
-        if not isinstance(M, torch.Tensor) or M.dim() not in layouts:
-            got = tuple(M.shape) if isinstance(M, torch.Tensor) else type(M).__name__
-            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), got {got}")
+        if not isinstance(M, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (dim, N), (batch, N, L) or (batch, G, N, L),"
+                            f" got {type(M).__name__}")
+        if M.dim() not in layouts:
+            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), got {tuple(M.shape)}")
         if M.dim() == 4:
             g = M.shape[1]
             if g == 0 or s["dim"] % g:

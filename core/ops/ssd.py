@@ -12,6 +12,7 @@ y takes x's dtype.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -202,7 +203,8 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
     """SSD (see module docstring). Returns y, or (y, final_states) with `return_final_states`.
 
     chunk_size: steps per chunk of the matrix form (any positive int; 32-64 is fastest on CPU, mamba_ssm
-    needs a power of two). backend: "auto", "torch" (chunked PyTorch) or "mamba_ssm" (Triton, CUDA).
+    needs a power of two). backend: "auto", "torch" (chunked PyTorch), "triton" (ssmkit's Triton kernels; CUDA, or
+    CPU under TRITON_INTERPRET=1) or "mamba_ssm" (its Triton kernels, CUDA).
     """
     device = _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size)
     _check_dt_nonnegative(dt, dt_bias, dt_softplus, dt_limit)
@@ -210,6 +212,8 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
     if backend == "mamba_ssm" and not power_of_two:
         raise ValueError(f"backend='mamba_ssm' needs a power-of-two chunk_size, got {chunk_size}")
     impl = select("ssd", backend, device, _ssd_chunked, skip=() if power_of_two else ("mamba_ssm",))
+    if getattr(impl, "takes_backward_impl", False):  # the Triton SSD differentiates by re-running this chunked form
+        impl = functools.partial(impl, backward_impl=_ssd_chunked)
     return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
                 seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
                 return_final_states=return_final_states)

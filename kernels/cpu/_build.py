@@ -1,7 +1,7 @@
 """Compile the C++ sources of this folder on first use with torch.utils.cpp_extension and cache the result.
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
-torch and Python versions and hashes the sources, the compiler flags and the host's CPU features, so a cache shared
+torch and Python versions and hashes the sources, their folder, the compiler flags and the host's CPU features, so a cache shared
 between machines or torch upgrades never loads a stale or foreign binary. A failed build is remembered for the
 life of the process (one warning, then the same error every time) instead of being retried on every call.
 """
@@ -53,6 +53,7 @@ def _key(name: str, sources: List[Path], cflags: List[str]) -> str:
     for src in sources:
         h.update(src.read_bytes())
     h.update(" ".join(cflags).encode())
+    h.update(str(_HERE).encode())  # ninja's build file names absolute source paths: one build per checkout
     h.update(os.environ.get("CXX", "c++").encode())
     if "-march=native" in cflags:
         h.update(_cpu_features().encode())

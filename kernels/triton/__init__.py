@@ -6,7 +6,7 @@ import os
 
 from .. import BackendUnavailable
 
-_OPS = ("selective_scan",)
+_OPS = ("selective_scan", "ssd")
 
 
 def _interpreting() -> bool:
@@ -29,7 +29,10 @@ def load(op, device):
         if not torch.cuda.is_available():
             raise BackendUnavailable("triton backend: torch.cuda is not available")
     try:
-        from .scan import selective_scan_triton
+        if op == "ssd":
+            from .ssd import ssd_triton as fn
+        else:
+            from .scan import selective_scan_triton as fn
     except Exception as e:
         raise BackendUnavailable(f"triton backend: cannot load its kernels: {type(e).__name__}: {e}") from e
-    return selective_scan_triton
+    return fn

@@ -1,0 +1,189 @@
+"""Image classification data: the MNIST / Fashion-MNIST idx format, scikit-learn's built-in digits, and
+LightningDataModules with seeded train / val / test splits.
+
+Images become float tensors (C, H, W) normalised by the dataset's mean and std; `img_size` resizes them
+(bilinear) and `in_chans=3` repeats the grey channel for three-channel models.
+"""
+from __future__ import annotations
+
+import gzip
+import pathlib
+from typing import Optional, Sequence, Tuple
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an idx file (optionally gzipped): magic 0x0000 <dtype> <ndim>, ndim big-endian uint32 sizes, data.
+
+    Raises ValueError naming the file for a bad magic number, an unknown dtype or a size mismatch.
+    """
+    path = pathlib.Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an idx file (magic bytes {raw[:4].hex()!r}, expected 0000<dtype><ndim>)")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_DTYPES:
+        raise ValueError(f"{path}: unknown idx dtype code 0x{code:02x} (known: {sorted(IDX_DTYPES)})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, need {header} for {ndim} dimensions)")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes in all), file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def to_image_tensor(images: np.ndarray, mean: float, std: float, scale: float, img_size: Optional[int],
+                    in_chans: int) -> torch.Tensor:
+    """(N, H, W) grey images -> normalised float (N, in_chans, img_size, img_size)."""
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+    x = (torch.as_tensor(np.asarray(images, dtype=np.float32)) / scale).unsqueeze(1)
+    if img_size is not None and tuple(x.shape[-2:]) != (img_size, img_size):
+        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    x = (x - mean) / std
+    return x.expand(-1, in_chans, -1, -1).contiguous()
+
+
+def seeded_split(n: int, sizes: Sequence[int], seed: int) -> Tuple[torch.Tensor, ...]:
+    """Disjoint index sets of the given sizes from a seeded permutation of range(n)."""
+    if sum(sizes) > n:
+        raise ValueError(f"split sizes {tuple(sizes)} add up to {sum(sizes)} > {n} examples")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    bounds = np.cumsum([0, *sizes])
+    return tuple(perm[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+class _SplitDataModule(L.LightningDataModule):
+    """Holds (images, labels) tensors and serves a seeded train / val / test split."""
+
+    def __init__(self, split: Sequence[int], batch_size: int, seed: int, num_workers: int):
+        super().__init__()
+        self.split, self.batch_size, self.seed, self.num_workers = tuple(split), batch_size, seed, num_workers
+        self.num_classes: Optional[int] = None
+        self._sets = None
+
+    def load(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._sets is None:
+            x, y = self.load()
+            self.num_classes = int(y.max()) + 1
+            self._sets = [TensorDataset(x[i], y[i]) for i in seeded_split(len(y), self.split, self.seed)]
+
+    def _loader(self, i: int, shuffle: bool) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self._sets[i], batch_size=self.batch_size, shuffle=shuffle, generator=g,
+                          num_workers=self.num_workers, drop_last=shuffle and len(self._sets[i]) > self.batch_size)
+
+    def train_dataloader(self):
+        return self._loader(0, True)
+
+    def val_dataloader(self):
+        return self._loader(1, False)
+
+    def test_dataloader(self):
+        return self._loader(2, False)
+
+    def predict_dataloader(self):
+        return self._loader(2, False)
+
+
+class MNISTDataModule(_SplitDataModule):
+    """MNIST or Fashion-MNIST from idx files in `root` (gzipped or not), split by `split` with `seed`.
+
+    The default reads the 10k test split (t10k-*) as 8k train / 1k val / 1k test, the protocol used where
+    only that split is available.
+    """
+
+    def __init__(self, root: str, images: str = "t10k-images-idx3-ubyte.gz",
+                 labels: str = "t10k-labels-idx1-ubyte.gz", split: Sequence[int] = (8000, 1000, 1000),
+                 img_size: Optional[int] = None, in_chans: int = 1, mean: float = MNIST_MEAN, std: float = MNIST_STD,
+                 batch_size: int = 128, seed: int = 0, num_workers: int = 0):
+        super().__init__(split, batch_size, seed, num_workers)
+        self.save_hyperparameters()
+        self.root = pathlib.Path(root)
+
+    def load(self):
+        h = self.hparams
+        images, labels = read_idx(self.root / h.images), read_idx(self.root / h.labels)
+        if images.ndim != 3:
+            raise ValueError(f"{self.root / h.images}: expected (N, H, W) images, got shape {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{self.root / h.labels}: expected {images.shape[0]} labels, got shape {labels.shape}")
+        x = to_image_tensor(images, h.mean, h.std, 255.0, h.img_size, h.in_chans)
+        return x, torch.as_tensor(labels.astype(np.int64))
+
+
+class DigitsDataModule(_SplitDataModule):
+    """scikit-learn's built-in 8x8 digits (1,797 images, 10 classes; no download), upsampled to `img_size`."""
+
+    def __init__(self, split: Sequence[int] = (1297, 250, 250), img_size: int = 16, in_chans: int = 1,
+                 batch_size: int = 64, seed: int = 0, num_workers: int = 0):
+        super().__init__(split, batch_size, seed, num_workers)
+        self.save_hyperparameters()
+
+    def load(self):
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise ImportError('DigitsDataModule needs scikit-learn: pip install scikit-learn') from e
+        digits = load_digits()
+        h = self.hparams
+        # pixel values are 0..16; mean/std of the set at that scale
+        x = to_image_tensor(digits.images, 0.3, 0.4, 16.0, h.img_size, h.in_chans)
+        return x, torch.as_tensor(digits.target, dtype=torch.long)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """`root/train/<class>/*` and `root/val/<class>/*` image trees (torchvision ImageFolder) with timm's
+    `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test)."""
+
+    def __init__(self, root: str, img_size: int = 224, batch_size: int = 64, num_workers: int = 4,
+                 auto_augment: Optional[str] = None, mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875):
+        super().__init__()
+        self.save_hyperparameters()
+        self.root, self.batch_size = pathlib.Path(root), batch_size
+        self.num_classes: Optional[int] = None
+        self._sets = None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._sets is not None:
+            return
+        from timm.data import create_transform
+        from torchvision.datasets import ImageFolder
+        h = self.hparams
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(f"{self.root / split}: missing; expected root/train/<class>/ and "
+                                        f"root/val/<class>/ image folders")
+        common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std))
+        train = ImageFolder(str(self.root / "train"), create_transform(is_training=True, auto_augment=h.auto_augment,
+                                                                         **common))
+        val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common))
+        if train.classes != val.classes:
+            raise ValueError(f"{self.root}: train classes {train.classes} differ from val classes {val.classes}")
+        self.num_classes, self._sets = len(train.classes), (train, val)
+
+    def train_dataloader(self):
+        return DataLoader(self._sets[0], batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self):
+        return DataLoader(self._sets[1], batch_size=self.batch_size, num_workers=self.hparams.num_workers)
+
+    test_dataloader = val_dataloader
