@@ -79,7 +79,7 @@ class Chimera(Forecaster):
 
     def forecast(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """Read a window x (B, seq_len, V) and roll the decoder `horizon` steps: (B, horizon, V)."""
-        sizes = check_tensor("x", x, ("batch", self.seq_len, self.enc_in))
+        check_tensor("x", x, ("batch", self.seq_len, self.enc_in))
         if self.use_norm:
             mean = x.mean(1, keepdim=True).detach()
             x = x - mean
@@ -90,7 +90,7 @@ class Chimera(Forecaster):
         B, L, V, d = h.shape
         per_variate = h.permute(0, 2, 1, 3).reshape(B * V, L, d)
         y, _ = self.decoder.forecast(per_variate, horizon)                      # (B*V, horizon, d_model)
-        y = self.output(y).reshape(sizes["batch"], V, horizon).transpose(1, 2)
+        y = self.output(y).reshape(B, V, horizon).transpose(1, 2)
         return y * std + mean if self.use_norm else y
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
