@@ -3,17 +3,19 @@
     ssmkit fit --config configs/core/selective_copy.yaml --trainer.max_steps=200
     ssmkit demo [--out outputs/demo] [--only core,vision] [--steps-scale 1.0]
     ssmkit bench scan [benchmark flags...]
+    ssmkit forecast --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png]
 """
 from __future__ import annotations
 
 import sys
 from typing import List, Optional
 
-USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench} ...
+USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench,forecast} ...
 
   fit|validate|test|predict  LightningCLI on a config: --config FILE, --print_config, dotted overrides
   demo                       short training tour of every installed domain, ends with a summary table
   bench NAME                 run benchmarks/NAME.py (scan, ssd, longconv, scan2d, ...) from a source checkout
+  forecast                   --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png]: next H steps of a series
 """
 
 
@@ -47,6 +49,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[0] == "bench":
         from ssmkit.bench import main as bench_main
         return bench_main(argv[1:])
+    if argv[0] == "forecast":
+        from ssmkit.timeseries.forecast import main as forecast_main
+        return forecast_main(argv[1:])
     if argv[0] not in ("fit", "validate", "test", "predict"):
         print(f"ssmkit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2

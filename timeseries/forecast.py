@@ -2,6 +2,7 @@
 trained ForecastTask checkpoint; write the forecast as CSV and optionally a PNG plot."""
 from __future__ import annotations
 
+import argparse
 import pathlib
 from typing import List, Optional, Sequence
 
@@ -64,3 +65,20 @@ def forecast_to_files(checkpoint, csv, out_csv, plot: Optional[str] = None, vari
         written.append(plot_forecast(history, frame[columns].to_numpy(), plot, columns, truth=truth,
                                      variables=variables))
     return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`ssmkit forecast --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png] [--variables ...] [--end N]`."""
+    p = argparse.ArgumentParser(prog="ssmkit forecast", description="Forecast the next H steps after a CSV's end "
+                                "(or after row --end) with a ForecastTask checkpoint; write CSV and optionally PNG.")
+    p.add_argument("--checkpoint", required=True, help="a .ckpt written by `ssmkit fit` on a timeseries config")
+    p.add_argument("--csv", required=True, help="series CSV with a date column and the training columns")
+    p.add_argument("--out", required=True, help="forecast CSV to write")
+    p.add_argument("--plot", help="PNG of history, forecast and (when known) truth")
+    p.add_argument("--variables", nargs="+", help="columns to plot (default: all forecast columns)")
+    p.add_argument("--end", type=int, help="data rows used as history (default: all); later rows are the truth")
+    args = p.parse_args(argv)
+    for path in forecast_to_files(args.checkpoint, args.csv, args.out, plot=args.plot, variables=args.variables,
+                                  end=args.end):
+        print(path.resolve())
+    return 0

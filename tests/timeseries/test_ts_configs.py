@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import yaml
 
-from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, build, experiment_config
+from ssmkit.timeseries.experiments import build, config_name, experiment_config, experiments
 from ssmkit.timeseries.synthetic import write_synthetic_ett
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "timeseries"
@@ -13,12 +13,14 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "timeseries"
 
 def test_ts_configs_match_generator():
     files = sorted(CONFIGS.glob("*.yaml"))
-    assert len(files) == len(MODELS) * len(DATASETS) * len(HORIZONS)
-    for model in MODELS:
-        for dataset in DATASETS:
-            for H in HORIZONS:
-                path = CONFIGS / f"{model}_{dataset.lower()}_{H}.yaml"
-                assert yaml.safe_load(path.read_text()) == experiment_config(model, dataset, H), path.name
+    runs = experiments()
+    assert len(files) == len(runs) == 5 * 3 * 4 + 3 * 4   # 5 models x 3 datasets x 4 horizons, SpaceTime also L=336
+    for model, dataset, H, L in runs:
+        path = CONFIGS / f"{config_name(model, dataset, H, L)}.yaml"
+        assert yaml.safe_load(path.read_text()) == experiment_config(model, dataset, H, seq_len=L), path.name
+    st = yaml.safe_load((CONFIGS / "spacetime_etth1_720_l336.yaml").read_text())
+    assert st["data"]["init_args"]["seq_len"] == st["model"]["init_args"]["model"]["init_args"]["seq_len"] == 336
+    assert st["model"]["init_args"]["optimizer"] == "adamw" and st["data"]["init_args"]["batch_size"] == 50
     cfg = experiment_config("s_mamba", "ETTm1", 336)
     assert cfg["model"]["init_args"]["model"]["init_args"]["d_model"] == 128
     assert cfg["model"]["init_args"]["lr"] == 5e-5 and cfg["data"]["init_args"]["freq"] == "h"

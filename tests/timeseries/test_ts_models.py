@@ -2,18 +2,20 @@
 import pytest
 import torch
 
-from ssmkit.timeseries.models import DLinear, NLinear, SMamba, SpaceTime
+from ssmkit.timeseries.models import Chimera, DLinear, NLinear, SMamba, SpaceTime
 from ssmkit.timeseries.models.linear import moving_average
 from ssmkit.timeseries.models.spacetime import preprocessing_kernels
 
 SMALL_SMAMBA = dict(d_model=16, d_ff=16, e_layers=2, d_state=2)
+SMALL_CHIMERA = dict(d_model=8, d_state=4, kernel_size=5, kernel_dim=8, n_kernels=4)
 
 
 def _models(enc_in, L=24, H=8):
     return {"NLinear": NLinear(L, H, enc_in), "NLinear-ind": NLinear(L, H, enc_in, individual=True),
             "DLinear": DLinear(L, H, enc_in), "DLinear-ind": DLinear(L, H, enc_in, individual=True),
             "SMamba": SMamba(L, H, enc_in, **SMALL_SMAMBA),
-            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4)}
+            "SpaceTime": SpaceTime(L, H, enc_in, d_model=16, kernel_dim=8, n_kernels=4),
+            "Chimera": Chimera(L, H, enc_in, **SMALL_CHIMERA)}
 
 
 @pytest.mark.parametrize("enc_in", [7, 1], ids=["M", "S"])
@@ -99,8 +101,15 @@ def test_ts_spacetime_closed_loop_longer_horizon_and_loss():
     long = m.forecast(x, 40)                      # 5x the horizon it is built / trained for
     assert long.shape == (3, 40, 2) and torch.isfinite(long).all()
     torch.testing.assert_close(long[:, :8], m(x))  # the closed loop is causal in the horizon
+    # the paper's mean transform: shifting a window shifts its forecast, and the loss does not see the shift
+    torch.testing.assert_close(m.forecast(x + 5, 40), long + 5)
+    y = torch.randn(3, 8, 2, dtype=torch.float64)
+    torch.testing.assert_close(m.loss(x + 5, y + 5), m.loss(x, y))
+    raw = SpaceTime(24, 8, 2, d_model=16, kernel_dim=8, n_kernels=4, mean_transform=False).double().eval()
+    raw.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m(x), raw(x - x.mean(1, keepdim=True)) + x.mean(1, keepdim=True))
     m.train()
-    loss = m.loss(x, torch.randn(3, 8, 2, dtype=torch.float64))
+    loss = m.loss(x, y)
     loss.backward()
     assert m.decoder.k.grad.abs().sum() > 0 and m.encoder[0].ssm.a.grad.abs().sum() > 0
 

@@ -2,3 +2,4 @@
 from .linear import DLinear, NLinear
 from .s_mamba import SMamba
 from .spacetime import SpaceTime
+from .chimera import Chimera

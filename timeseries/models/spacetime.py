@@ -5,7 +5,8 @@ orders 0..max_diff_order-1 and moving-average residuals, as causal convolutions)
 companion SSM -> MLP (GELU, dropout) with a residual; the decoder is one `ClosedLoopCompanionSSM` that reads the
 lag window and rolls its state forward for any horizon; Linear(d_model -> enc_in) reads out.
 Training uses the paper's three-term loss (`loss`): closed-loop horizon error, open-loop next-step error on the
-lag, and the closed loop's next-input error, weighted by `loss_weights`.
+lag, and the closed loop's next-input error, weighted by `loss_weights`. With `mean_transform` (the paper's ETT
+`--data_transform mean`) each window's mean is subtracted from the inputs and added back to the outputs.
 """
 from __future__ import annotations
 
@@ -86,9 +87,10 @@ class SpaceTime(Forecaster):
 
     def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
                  kernel_dim: int = 64, n_kernels: int = 16, dropout: float = 0.2,
-                 loss_weights: Sequence[float] = (1.0, 1.0, 1.0)):
+                 loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True):
         super().__init__()
         self.seq_len, self.pred_len, self.enc_in, self.kernel_dim = seq_len, pred_len, enc_in, kernel_dim
+        self.mean_transform = mean_transform
         self.loss_weights = tuple(loss_weights)
         self.embedding = nn.Linear(enc_in, d_model)
         self.encoder = nn.Sequential(*[SpaceTimeBlock(d_model, kernel_dim, n_kernels, dropout, preprocess=i == 0)
@@ -100,10 +102,16 @@ class SpaceTime(Forecaster):
         check_tensor("x", x, (None, None, self.enc_in))
         return self.encoder(self.embedding(x))
 
+    def _window_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, C) mean over the lag window that the model works around (zeros without `mean_transform`)."""
+        return x.mean(1, keepdim=True) if self.mean_transform else torch.zeros_like(x[:, :1])
+
     def forecast(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
-        y, _ = self.decoder.forecast(self._encode(x), horizon)
-        return self.output(y)
+        check_tensor("x", x, (None, None, self.enc_in))
+        mean = self._window_mean(x)
+        y, _ = self.decoder.forecast(self._encode(x - mean), horizon)
+        return self.output(y) + mean
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, seq_len, C) -> (B, pred_len, C); time features are not used by SpaceTime."""
@@ -115,6 +123,9 @@ class SpaceTime(Forecaster):
         inputs; the decoder's next-input predictions vs its actual next inputs (terms after kernel_dim steps)."""
         k = y.shape[-1] if n_targets is None else n_targets
         w0, w1, w2 = self.loss_weights
+        check_tensor("x", x, (None, None, self.enc_in))
+        mean = self._window_mean(x)
+        x, y = x - mean, y - mean[..., -k:]                      # every term compares centred values
         z = self._encode(x)
         y_c, _ = self.decoder.forecast(z, y.shape[1])
         loss = w0 * F.mse_loss(self.output(y_c)[..., -k:], y)
