@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from _timing import best_time  # sibling module: scripts run as `python benchmarks/<name>.py`
 
 from ssmkit import kernels
 from ssmkit.core.ops import selective_scan, selective_scan_ref
@@ -35,21 +35,6 @@ def inputs(batch, dim, N, L, device):
     t = dict(u=r(batch, dim, L), delta=r(batch, dim, L) - 2.0, A=-torch.rand(dim, N, generator=g) * N,
              B=r(batch, N, L), C=r(batch, N, L), D=r(dim), z=r(batch, dim, L), delta_bias=0.5 * torch.rand(dim, generator=g))
     return {k: v.to(device).requires_grad_(True) for k, v in t.items()}
-
-
-def best_time(fn, repeats, device):
-    """Best wall-clock seconds of `repeats` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(f, inp, repeats, device):

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from _timing import best_time  # sibling module: scripts run as `python benchmarks/<name>.py`
 import torch.nn.functional as F
 
 from ssmkit.core.ops import ssd, ssd_ref
@@ -23,21 +23,6 @@ def inputs(batch, L, H, P, N, G, dtype, device):
     t = dict(x=r(batch, L, H, P), dt=F.softplus(r(batch, L, H) - 4.0), A=-torch.exp(torch.rand(H, generator=g)),
              B=r(batch, L, G, N), C=r(batch, L, G, N), D=r(H))
     return {k: v.to(device=device, dtype=dtype).requires_grad_(True) for k, v in t.items()}
-
-
-def best_time(fn, repeats, device):
-    """Best wall-clock seconds of `repeats` runs (after one warm-up run)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure(f, inp, repeats, device):

@@ -17,5 +17,6 @@ def main(argv: List[str]) -> int:
         return 2
     path = BENCH_DIR / f"{argv[0]}.py"
     sys.argv = [str(path), *argv[1:]]
+    sys.path.insert(0, str(BENCH_DIR))  # as `python benchmarks/NAME.py` would: sibling helper modules import
     runpy.run_path(str(path), run_name="__main__")
     return 0

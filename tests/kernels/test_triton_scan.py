@@ -3,7 +3,6 @@ float64 oracle: outputs and gradients of every input, on tiny shapes (the interp
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -17,28 +16,10 @@ _spec.loader.exec_module(cases)
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
-# Triton's interpreter must be on before triton is first imported (its standard library is decorated then). On a
-# machine without CUDA the interpreter is the only way Triton runs at all, so switch it on for this process here,
-# at collection time.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 @pytest.fixture(scope="module")
-def tri():
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("run with TRITON_INTERPRET=1 to test the Triton kernels on CPU")
-    pytest.importorskip("triton")
-    from triton.language import standard
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(standard.zeros_like, InterpretedFunction):
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run "
-                    "`TRITON_INTERPRET=1 pytest tests/kernels/test_triton_scan.py`")
-    try:
-        return kernels.load("triton", "selective_scan", torch.device("cpu"))
-    except kernels.BackendUnavailable as e:
-        pytest.skip(f"triton backend unavailable here: {e}")
+def tri(triton_scan):
+    return triton_scan
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])

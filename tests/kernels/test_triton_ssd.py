@@ -17,27 +17,9 @@ from ssmkit.core.ops._dispatch import select
 F64 = torch.float64
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
-# The interpreter must be on before triton is first imported (see test_triton_scan.py); without CUDA it is the only
-# way Triton runs, so switch it on for this process at collection time.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 @pytest.fixture(scope="module")
-def tri():
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("run with TRITON_INTERPRET=1 to test the Triton kernels on CPU")
-    pytest.importorskip("triton")
-    from triton.language import standard
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if not isinstance(standard.zeros_like, InterpretedFunction):
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run "
-                    "`TRITON_INTERPRET=1 pytest tests/kernels/test_triton_ssd.py`")
-    try:
-        kernels.load("triton", "ssd", torch.device("cpu"))
-    except kernels.BackendUnavailable as e:
-        pytest.skip(f"triton backend unavailable here: {e}")
+def tri(triton_ssd):
     return lambda **kw: ssd(backend="triton", **kw)
 
 
