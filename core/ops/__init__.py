@@ -1,4 +1,5 @@
-"""Functions on tensors. Each op `<op>` has a sequential `<op>_ref` oracle and `backend=` dispatch."""
+"""Functions on tensors. Each op `<op>` has a readable sequential `<op>_ref` oracle; the scans with accelerated
+implementations (selective_scan, ssd, ssd_noncausal, causal_conv1d, selective_scan_states) take `backend=`."""
 from .conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .selective_scan import selective_scan, selective_scan_ref
 from .fft_conv import fft_conv, fft_conv_ref
