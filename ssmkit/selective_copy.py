@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from typing import Optional
 
 import lightning as L
 import torch
@@ -71,7 +72,7 @@ class SelectiveCopyTask(TaskBase):
     """A Mamba language model trained with cross-entropy on the answer positions; metric: token accuracy."""
 
     def __init__(self, vocab: int = 8, d_model: int = 64, n_layer: int = 2, d_state: int = 16, lr: float = 3e-3,
-                 weight_decay: float = 0.0, scheduler: str = None, warmup_steps: int = 0):
+                 weight_decay: float = 0.0, scheduler: Optional[str] = None, warmup_steps: int = 0):
         super().__init__(lr=lr, weight_decay=weight_decay, scheduler=scheduler, warmup_steps=warmup_steps)
         self.save_hyperparameters()
         self.model = SequenceModel(vocab + 2, d_model, n_layer, lambda i: Mamba(d_model, d_state=d_state))
