@@ -4,6 +4,9 @@ NLinear-ridge floor (shared/reference/timeseries.md section 5). Writes JSON and 
 
   python benchmarks/timeseries_ett.py --root ../shared/data/ett --models nlinear dlinear \
       --datasets ETTh1 ETTh2 --seeds 2021 2022 2023
+
+`nlinear_ridge` is the floor itself, fitted in closed form on the training windows (deterministic, one run);
+`--merge` adds the runs of earlier JSON outputs (e.g. other seeds) to the table.
 """
 from __future__ import annotations
 
@@ -18,7 +21,11 @@ import time
 import lightning as L
 import torch
 
+from ssmkit.timeseries import ETTDataModule
 from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, build, experiment_config
+from ssmkit.timeseries.models import NLinear
+
+RIDGE = "nlinear_ridge"
 
 # (MSE, MAE) published at L = 96, multivariate, standardised scale.
 PUBLISHED = {
@@ -55,6 +62,22 @@ def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: 
             "fit_seconds": fit_s, "seconds_per_epoch": fit_s / max(1, trainer.current_epoch)}
 
 
+def run_ridge(dataset: str, H: int, root: str, seq_len: int = 96) -> dict:
+    """The NLinear-ridge floor: closed-form fit on every training window, scored on every test window."""
+    data = ETTDataModule(root, dataset, seq_len=seq_len, pred_len=H)
+    data.setup("fit")
+    model = NLinear(seq_len, H, data.n_inputs)
+    t0 = time.perf_counter()
+    model.fit_closed_form(*data.datasets["train"].all_windows())
+    fit_s = time.perf_counter() - t0
+    x, y = data.datasets["test"].all_windows()
+    with torch.no_grad():
+        err = model(x) - y
+    return {"model": RIDGE, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": None,
+            "mse": err.pow(2).mean().item(), "mae": err.abs().mean().item(), "n_test_windows": len(x), "epochs": 0,
+            "fit_seconds": fit_s, "seconds_per_epoch": fit_s}
+
+
 def _ms(values):
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -69,7 +92,8 @@ def summarise(runs: list, seq_len: int = 96) -> list:
     numbers only at L = 96, the NLinear-ridge floor of the same L."""
     rows = []
     published = PUBLISHED if seq_len == 96 else {}
-    keys = sorted({(r["model"], r["dataset"]) for r in runs}, key=lambda k: (MODELS.index(k[0]), k[1]))
+    order = MODELS + (RIDGE,)
+    keys = sorted({(r["model"], r["dataset"]) for r in runs}, key=lambda k: (order.index(k[0]), k[1]))
     for model, dataset in keys:
         per_h = []
         for i, H in enumerate(HORIZONS):
@@ -115,7 +139,7 @@ def markdown(rows: list) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="folder with ETTh1.csv, ETTh2.csv, ETTm1.csv")
-    p.add_argument("--models", nargs="+", default=["nlinear", "dlinear"], choices=MODELS)
+    p.add_argument("--models", nargs="+", default=["nlinear", "dlinear"], choices=MODELS + (RIDGE,))
     p.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"], choices=DATASETS)
     p.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=HORIZONS)
     p.add_argument("--seeds", nargs="+", type=int, default=[2021, 2022, 2023])
@@ -123,16 +147,20 @@ def main(argv=None):
     p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/results/timeseries_ett")
+    p.add_argument("--merge", nargs="*", default=[], help="earlier JSON outputs whose runs join the table")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = []
+    for path in args.merge:
+        runs += [r for r in json.loads(pathlib.Path(path).read_text())["runs"] if r.get("seq_len", 96) == args.seq_len]
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
             for dataset in args.datasets:
                 for H in args.horizons:
-                    for seed in args.seeds:
-                        r = run_one(model, dataset, H, seed, args.root, args.max_epochs, work, args.seq_len)
+                    for seed in ([None] if model == RIDGE else args.seeds):
+                        r = (run_ridge(dataset, H, args.root, args.seq_len) if model == RIDGE else
+                             run_one(model, dataset, H, seed, args.root, args.max_epochs, work, args.seq_len))
                         print(json.dumps(r), flush=True)
                         runs.append(r)
     rows = summarise(runs, args.seq_len)

@@ -128,6 +128,14 @@ class ForecastWindows(Dataset):
     def __len__(self) -> int:
         return max(0, len(self.data) - self.seq_len - self.pred_len + 1)
 
+    def all_windows(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Every window at once, (x (N, L, C_in), y (N, H, C_out)) with y the forecast part only (no label
+        steps): what a closed-form fit on the split needs."""
+        n = len(self)
+        x = self.data.unfold(0, self.seq_len, 1)[:n].transpose(1, 2)
+        y = self.data[self.seq_len:, -self.n_targets:].unfold(0, self.pred_len, 1)[:n].transpose(1, 2)
+        return x.contiguous(), y.contiguous()
+
     def __getitem__(self, s: int):
         if not 0 <= s < len(self):
             raise IndexError(f"window {s} out of range [0, {len(self)})")

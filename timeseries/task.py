@@ -27,7 +27,7 @@ class ForecastTask(TaskBase):
 
     def __init__(self, model: nn.Module, lr: float = 1e-4, weight_decay: float = 0.0, optimizer: str = "adam",
                  scheduler: Optional[str] = "type1", warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
-                 inverse_metrics: bool = False):
+                 inverse_metrics: bool = False, closed_form_init: bool = False):
         if scheduler == "type1" and warmup_steps:
             raise ValueError(f"warmup_steps must be 0 with scheduler='type1', got {warmup_steps}")
         self.schedule = scheduler
@@ -41,6 +41,10 @@ class ForecastTask(TaskBase):
             self.hparams["model"] = model.spec()
         self.model = model
         self.inverse_metrics = inverse_metrics
+        if closed_form_init and not hasattr(model, "fit_closed_form"):
+            raise ValueError(f"closed_form_init=True needs a model with fit_closed_form; "
+                             f"{type(model).__name__} has none")
+        self.closed_form_init = closed_form_init
         self.metrics = nn.ModuleDict({f"{stage}_{kind}": cls() for stage in ("val", "test")
                                       for kind, cls in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))})
         if inverse_metrics:
@@ -60,6 +64,17 @@ class ForecastTask(TaskBase):
         if got != want:
             raise ValueError(f"model {type(self.model).__name__} was built for {got} but the data gives {want}; "
                              f"set the model's init_args to match the data's")
+
+    def on_fit_start(self) -> None:
+        """With `closed_form_init`, fit the model's closed-form part on every training window first."""
+        if not self.closed_form_init:
+            return
+        dm = self.trainer.datamodule
+        if dm.n_targets != dm.n_inputs:
+            raise ValueError(f"closed_form_init needs every input channel forecast (features 'M' or 'S'), "
+                             f"got features={dm.features!r}")
+        x, y = dm.datasets["train"].all_windows()
+        self.model.fit_closed_form(x.to(self.device), y.to(self.device))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.data_info is not None:

@@ -113,12 +113,14 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         a, b, c = self.ssm()
         k = _normalise(self.k, self.norm_order)
         A = companion_matrix(a)
-        L = x.shape[1]
+        B, L, D = x.shape
+        n, d = a.shape
+        u = x.reshape(B, L, n, self.heads).to(a.dtype)
         # Last state x_lag = sum_i A^{L-1-i} b u_i, from the Krylov matrix [b, Ab, ...] of each kernel.
-        powers = self._per_channel(krylov(A, b, L))  # (D, d, L)
-        state = torch.einsum("hdl,bhl->bhd", powers, x.transpose(1, 2).flip(-1).to(powers.dtype))
-        closed = self._per_channel(A + b.unsqueeze(-1) * k.unsqueeze(-2))  # (D, d, d)
-        states = krylov(closed, state, horizon)  # (B, D, d, horizon)
-        y = torch.einsum("hd,bhdj->bjh", self._per_channel(c), states)
-        u_next = torch.einsum("hd,bhdj->bjh", self._per_channel(k), states)
+        state = torch.einsum("ndl,blnh->bnhd", krylov(A, b, L).flip(-1), u)
+        # Outputs read the state through ((A + b k^T)^T)^j c and ((A + b k^T)^T)^j k: (n, d, horizon) per kernel,
+        # so the roll-out never forms per-sample state sequences.
+        closed_t = (A + b.unsqueeze(-1) * k.unsqueeze(-2)).transpose(-1, -2)
+        readout = krylov(closed_t, torch.stack([c, k]), horizon)  # (2, n, d, horizon)
+        y, u_next = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(2, B, horizon, D)
         return y.to(x.dtype), u_next.to(x.dtype)

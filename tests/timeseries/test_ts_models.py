@@ -124,3 +124,63 @@ def test_ts_spacetime_preprocessing_kernels():
         torch.testing.assert_close(ma.sum(1), torch.zeros(4))  # a residual removes constants
         w = (ma[:, 1:] != 0).sum(1) + 1
         torch.testing.assert_close(ma[:, 0], 1 - 1 / w.float())
+
+
+def _ridge_oracle(X, Y, alpha):
+    """Ridge with an unpenalised intercept via the augmented normal equations (numpy float64)."""
+    import numpy as np
+    A = np.hstack([X, np.ones((len(X), 1))])
+    P = alpha * len(X) * np.eye(A.shape[1])
+    P[-1, -1] = 0.0
+    sol = np.linalg.solve(A.T @ A + P, A.T @ Y)
+    return sol[:-1].T, sol[-1]
+
+
+@pytest.mark.parametrize("individual", [False, True])
+def test_ts_nlinear_closed_form_matches_ridge_oracle(individual):
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 12, 3), torch.randn(50, 4, 3)
+    model = NLinear(12, 4, 3, individual=individual)
+    model.fit_closed_form(x, y, alpha=0.01)
+    X, Y = (x - x[:, -1:]).double().numpy(), (y - x[:, -1:]).double().numpy()
+    for c in range(3):
+        Xc = X[..., c] if individual else X.transpose(2, 0, 1).reshape(-1, 12)
+        Yc = Y[..., c] if individual else Y.transpose(2, 0, 1).reshape(-1, 4)
+        W, b = _ridge_oracle(Xc, Yc, 0.01)
+        got_w = model.head.weight[c] if individual else model.head.linear.weight
+        got_b = model.head.bias[c] if individual else model.head.linear.bias
+        assert torch.allclose(got_w.double(), torch.from_numpy(W), atol=1e-5)
+        assert torch.allclose(got_b.double(), torch.from_numpy(b), atol=1e-5)
+    with pytest.raises(ValueError, match="y must have shape"):
+        model.fit_closed_form(x, y[:, :3])
+
+
+def test_ts_smamba_linear_skip_starts_at_the_ridge_forecast():
+    torch.manual_seed(0)
+    x, y, x_mark = torch.randn(40, 24, 7), torch.randn(40, 8, 7), torch.rand(40, 24, 4) - 0.5
+    model = SMamba(24, 8, 7, linear_skip=True, **SMALL_SMAMBA).eval()
+    model.fit_closed_form(x, y)
+    ridge = NLinear(24, 8, 7)
+    ridge.fit_closed_form(x, y)
+    assert torch.allclose(model(x, x_mark), ridge(x), atol=1e-6)
+    model.train()
+    model(x, x_mark).pow(2).mean().backward()
+    assert model.projector.weight.grad.abs().sum() > 0      # the SSM path learns from the first step
+    with pytest.raises(ValueError, match="linear_skip=True"):
+        SMamba(24, 8, 7, **SMALL_SMAMBA).fit_closed_form(x, y)
+
+
+def test_ts_spacetime_channel_independent_is_the_univariate_model_per_channel():
+    torch.manual_seed(0)
+    kw = dict(d_model=16, kernel_dim=8, n_kernels=4, dropout=0.0)
+    multi = SpaceTime(24, 8, 3, channel_independent=True, **kw).eval()
+    uni = SpaceTime(24, 8, 1, **kw).eval()
+    uni.load_state_dict(multi.state_dict())
+    x, y = torch.randn(2, 24, 3), torch.randn(2, 8, 3)
+    out = multi(x)
+    for c in range(3):
+        assert torch.allclose(out[..., c:c + 1], uni(x[..., c:c + 1]), atol=1e-5)
+    folded = torch.stack([uni.loss(x[..., c:c + 1], y[..., c:c + 1]) for c in range(3)]).mean()
+    assert torch.allclose(multi.loss(x, y), folded, atol=1e-5)
+    with pytest.raises(ValueError, match="n_targets=1 != enc_in=3"):
+        multi.loss(x, y[..., -1:], n_targets=1)

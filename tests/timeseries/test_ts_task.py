@@ -74,3 +74,21 @@ def test_ts_task_model_data_mismatch(csv_path, tmp_path):
         _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7)), dm)
     with pytest.raises(ValueError, match="warmup_steps"):
         ForecastTask(NLinear(24, 8, 7), warmup_steps=10)
+
+
+def test_ts_task_closed_form_init_fits_every_training_window(csv_path, tmp_path):
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
+    task = ForecastTask(NLinear(24, 8, 7), lr=0.0, closed_form_init=True)
+    _trainer(tmp_path, 1, limit_train_batches=1).fit(task, dm)
+    train = dm.datasets["train"]
+    xs, ys = zip(*[(x, y[-8:]) for x, y, _, _ in (train[s] for s in range(len(train)))])
+    x, y = train.all_windows()
+    assert torch.equal(x, torch.stack(xs)) and torch.equal(y, torch.stack(ys))
+    expected = NLinear(24, 8, 7)
+    expected.fit_closed_form(x, y)
+    assert torch.allclose(task.model.head.linear.weight, expected.head.linear.weight)
+    with pytest.raises(ValueError, match="closed_form_init=True needs a model with fit_closed_form"):
+        ForecastTask(SMamba(24, 8, 7, d_model=8, d_ff=8, e_layers=1).projector, closed_form_init=True)
+    ms = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="MS")
+    with pytest.raises(ValueError, match="features 'M' or 'S'"):
+        _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7), closed_form_init=True), ms)

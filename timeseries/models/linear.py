@@ -5,7 +5,7 @@ Both map a window (B, L, C) to (B, H, C) with a linear map along time, shared ac
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,8 +35,22 @@ class _TimeLinear(nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Least squares y ~ x W + b with penalty alpha * N * |W|^2 (bias not penalised), in float64.
+    x (N, L), y (N, H) -> (W (H, L), b (H,))."""
+    x, y = x.double(), y.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + alpha * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    w = torch.linalg.solve(gram, xc.T @ yc)  # (L, H)
+    return w.T, y_mean - x_mean @ w
+
+
 class NLinear(Forecaster):
-    """Subtract the window's last value, apply a linear map L -> H, add the last value back."""
+    """Subtract the window's last value, apply a linear map L -> H, add the last value back.
+
+    `fit_closed_form(x, y)` sets the map to the ridge solution on given windows (the reference's NLinear-ridge
+    floor: channel-shared, alpha = 1e-3 per row)."""
 
     def __init__(self, seq_len: int = 96, pred_len: int = 96, enc_in: int = 7, individual: bool = False):
         super().__init__()
@@ -48,6 +62,23 @@ class NLinear(Forecaster):
         check_tensor("x", x, (None, self.seq_len, self.enc_in))
         last = x[:, -1:, :]
         return self.head(x - last) + last
+
+    @torch.no_grad()
+    def fit_closed_form(self, x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3) -> None:
+        """Ridge fit of the map on windows x (N, L, C) -> y (N, H, C) (shared over channels unless individual)."""
+        check_tensor("x", x, ("N", self.seq_len, self.enc_in))
+        check_tensor("y", y, (x.shape[0], self.pred_len, self.enc_in))
+        last = x[:, -1:, :]
+        xs, ys = (x - last).permute(2, 0, 1), (y - last).permute(2, 0, 1)  # (C, N, L), (C, N, H)
+        if self.head.individual:
+            for c in range(self.enc_in):
+                w, b = ridge_fit(xs[c], ys[c], alpha)
+                self.head.weight[c].copy_(w)
+                self.head.bias[c].copy_(b)
+        else:
+            w, b = ridge_fit(xs.reshape(-1, self.seq_len), ys.reshape(-1, self.pred_len), alpha)
+            self.head.linear.weight.copy_(w)
+            self.head.linear.bias.copy_(b)
 
 
 def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:

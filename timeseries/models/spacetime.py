@@ -7,6 +7,8 @@ lag window and rolls its state forward for any horizon; Linear(d_model -> enc_in
 Training uses the paper's three-term loss (`loss`): closed-loop horizon error, open-loop next-step error on the
 lag, and the closed loop's next-input error, weighted by `loss_weights`. With `mean_transform` (the paper's ETT
 `--data_transform mean`) each window's mean is subtracted from the inputs and added back to the outputs.
+SpaceTime is a univariate model (its ETT runs are `features S`); `channel_independent=True` applies that
+univariate model to every channel of a multivariate window with shared weights (embedding Linear(1 -> d_model)).
 """
 from __future__ import annotations
 
@@ -87,20 +89,26 @@ class SpaceTime(Forecaster):
 
     def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
                  kernel_dim: int = 64, n_kernels: int = 16, dropout: float = 0.2,
-                 loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True):
+                 loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True,
+                 channel_independent: bool = False):
         super().__init__()
         self.seq_len, self.pred_len, self.enc_in, self.kernel_dim = seq_len, pred_len, enc_in, kernel_dim
-        self.mean_transform = mean_transform
+        self.mean_transform, self.channel_independent = mean_transform, channel_independent
         self.loss_weights = tuple(loss_weights)
-        self.embedding = nn.Linear(enc_in, d_model)
+        width = 1 if channel_independent else enc_in
+        self.embedding = nn.Linear(width, d_model)
         self.encoder = nn.Sequential(*[SpaceTimeBlock(d_model, kernel_dim, n_kernels, dropout, preprocess=i == 0)
                                        for i in range(n_blocks)])
         self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, n_kernels)
-        self.output = nn.Linear(d_model, enc_in)
+        self.output = nn.Linear(d_model, width)
 
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x, (None, None, self.enc_in))
-        return self.encoder(self.embedding(x))
+    def _fold(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B * C, T, 1) when channel independent (each channel its own series), else unchanged."""
+        return x.transpose(1, 2).reshape(-1, x.shape[1], 1) if self.channel_independent else x
+
+    def _unfold(self, y: torch.Tensor, channels: int) -> torch.Tensor:
+        """Inverse of `_fold`: (B * C, T, 1) -> (B, T, C)."""
+        return y.reshape(-1, channels, y.shape[1]).transpose(1, 2) if self.channel_independent else y
 
     def _window_mean(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, C) mean over the lag window that the model works around (zeros without `mean_transform`)."""
@@ -110,8 +118,8 @@ class SpaceTime(Forecaster):
         """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
         check_tensor("x", x, (None, None, self.enc_in))
         mean = self._window_mean(x)
-        y, _ = self.decoder.forecast(self._encode(x - mean), horizon)
-        return self.output(y) + mean
+        y, _ = self.decoder.forecast(self.encoder(self.embedding(self._fold(x - mean))), horizon)
+        return self._unfold(self.output(y), x.shape[-1]) + mean
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, seq_len, C) -> (B, pred_len, C); time features are not used by SpaceTime."""
@@ -124,9 +132,13 @@ class SpaceTime(Forecaster):
         k = y.shape[-1] if n_targets is None else n_targets
         w0, w1, w2 = self.loss_weights
         check_tensor("x", x, (None, None, self.enc_in))
+        if self.channel_independent and k != self.enc_in:
+            raise ValueError(f"a channel_independent SpaceTime forecasts every channel (features 'M' or 'S'); "
+                             f"n_targets={k} != enc_in={self.enc_in}")
         mean = self._window_mean(x)
-        x, y = x - mean, y - mean[..., -k:]                      # every term compares centred values
-        z = self._encode(x)
+        x, y = self._fold(x - mean), self._fold(y - mean[..., -k:])  # every term compares centred values
+        k = x.shape[-1] if self.channel_independent else k
+        z = self.encoder(self.embedding(x))
         y_c, _ = self.decoder.forecast(z, y.shape[1])
         loss = w0 * F.mse_loss(self.output(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
