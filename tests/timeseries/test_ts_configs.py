@@ -14,7 +14,7 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "timeseries"
 def test_ts_configs_match_generator():
     files = sorted(CONFIGS.glob("*.yaml"))
     runs = experiments()
-    assert len(files) == len(runs) == 5 * 3 * 4 + 3 * 4   # 5 models x 3 datasets x 4 horizons, SpaceTime also L=336
+    assert len(files) == len(runs) == 6 * 3 * 4 + 3 * 4   # 6 models x 3 datasets x 4 horizons, SpaceTime also L=336
     for model, dataset, H, L in runs:
         path = CONFIGS / f"{config_name(model, dataset, H, L)}.yaml"
         assert yaml.safe_load(path.read_text()) == experiment_config(model, dataset, H, seq_len=L), path.name
@@ -28,9 +28,10 @@ def test_ts_configs_match_generator():
         experiment_config("informer", "ETTh1", 96)
 
 
-def test_ts_config_builds_and_trains(tmp_path):
+@pytest.mark.parametrize("name", ["s_mamba", "s_mamba_ridge"])
+def test_ts_config_builds_and_trains(tmp_path, name):
     write_synthetic_ett(tmp_path / "ETTh1.csv")
-    cfg = yaml.safe_load((CONFIGS / "s_mamba_etth1_96.yaml").read_text())
+    cfg = yaml.safe_load((CONFIGS / f"{name}_etth1_96.yaml").read_text())
     cfg["data"]["init_args"]["root"] = str(tmp_path)
     task, data, trainer_kwargs = build(cfg)
     assert [type(c).__name__ for c in trainer_kwargs["callbacks"]] == ["EarlyStopping", "ModelCheckpoint"]
