@@ -151,9 +151,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = []
+    runs, merged = [], []
     for path in args.merge:
-        runs += [r for r in json.loads(pathlib.Path(path).read_text())["runs"] if r.get("seq_len", 96) == args.seq_len]
+        earlier = json.loads(pathlib.Path(path).read_text())
+        runs += [r for r in earlier["runs"] if r.get("seq_len", 96) == args.seq_len]
+        merged.append(f"merged from {path}: {earlier['machine']}")
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
             for dataset in args.datasets:
@@ -167,6 +169,7 @@ def main(argv=None):
     table = markdown(rows)
     machine = (f"L = {args.seq_len}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}")
+    machine = "; ".join([f"this run: {machine}"] + merged) if merged else machine
     print(f"\n{machine}\n{table}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
