@@ -66,8 +66,9 @@ class ForecastTask(TaskBase):
                              f"set the model's init_args to match the data's")
 
     def on_fit_start(self) -> None:
-        """With `closed_form_init`, fit the model's closed-form part on every training window first."""
-        if not self.closed_form_init:
+        """With `closed_form_init`, fit the model's closed-form part on every training window first (not when
+        resuming from a checkpoint, whose weights Lightning has already restored)."""
+        if not self.closed_form_init or self.trainer.ckpt_path:
             return
         dm = self.trainer.datamodule
         if dm.n_targets != dm.n_inputs:

@@ -92,3 +92,17 @@ def test_ts_task_closed_form_init_fits_every_training_window(csv_path, tmp_path)
     ms = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="MS")
     with pytest.raises(ValueError, match="features 'M' or 'S'"):
         _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7), closed_form_init=True), ms)
+
+
+def test_ts_task_closed_form_init_keeps_resumed_weights(csv_path, tmp_path):
+    torch.manual_seed(0)
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
+    task = ForecastTask(NLinear(24, 8, 7), lr=1e-2, closed_form_init=True)
+    trainer = _trainer(tmp_path, 1, limit_train_batches=2)
+    trainer.fit(task, dm)
+    ckpt = tmp_path / "trained.ckpt"
+    trainer.save_checkpoint(ckpt)
+    trained = task.model.head.linear.weight.detach().clone()
+    resumed = ForecastTask(NLinear(24, 8, 7), lr=1e-2, closed_form_init=True)
+    _trainer(tmp_path, 1, limit_train_batches=2).fit(resumed, dm, ckpt_path=str(ckpt))
+    assert torch.equal(resumed.model.head.linear.weight, trained)   # not re-fitted over the restored weights
