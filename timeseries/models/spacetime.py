@@ -110,6 +110,10 @@ class SpaceTime(Forecaster):
         """Inverse of `_fold`: (B * C, T, 1) -> (B, T, C)."""
         return y.reshape(-1, channels, y.shape[1]).transpose(1, 2) if self.channel_independent else y
 
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features (N, T, d_model) of a (folded) window."""
+        return self.encoder(self.embedding(x))
+
     def _window_mean(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, C) mean over the lag window that the model works around (zeros without `mean_transform`)."""
         return x.mean(1, keepdim=True) if self.mean_transform else torch.zeros_like(x[:, :1])
@@ -118,7 +122,7 @@ class SpaceTime(Forecaster):
         """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
         check_tensor("x", x, (None, None, self.enc_in))
         mean = self._window_mean(x)
-        y, _ = self.decoder.forecast(self.encoder(self.embedding(self._fold(x - mean))), horizon)
+        y, _ = self.decoder.forecast(self._encode(self._fold(x - mean)), horizon)
         return self._unfold(self.output(y), x.shape[-1]) + mean
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -138,7 +142,7 @@ class SpaceTime(Forecaster):
         mean = self._window_mean(x)
         x, y = self._fold(x - mean), self._fold(y - mean[..., -k:])  # every term compares centred values
         k = x.shape[-1] if self.channel_independent else k
-        z = self.encoder(self.embedding(x))
+        z = self._encode(x)
         y_c, _ = self.decoder.forecast(z, y.shape[1])
         loss = w0 * F.mse_loss(self.output(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
