@@ -1,7 +1,7 @@
 """ForecastTask: train and score any forecaster x (B, L, C) [+ x_mark] -> (B, H, C) under the ETT protocol.
 
-MSE loss on the last H steps of y; Adam with the harness's `type1` schedule (lr halves every epoch) or the
-shared cosine / linear schedules; MSE, MAE and RMSE over every window x H x channel on the standardised
+MSE loss on the last H steps of y; Adam with the harness's `type1` schedule (two epochs at lr, then halving every
+epoch) or the shared cosine / linear schedules; MSE, MAE and RMSE over every window x H x channel on the standardised
 scale, optionally also in the CSV's units. Early stopping (patience 3 on val/loss) and the best checkpoint
 come from Lightning callbacks in the configs. A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's
 three-term loss) trains on that instead of the plain MSE.
@@ -152,5 +152,7 @@ class ForecastTask(TaskBase):
         if self.schedule != "type1":
             return super().configure_optimizers()
         opt = super().configure_optimizers()
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** epoch)
+        # the harness calls adjust_learning_rate(epoch + 1) after each 0-based epoch, setting lr0 * 0.5 ** epoch for the
+        # next one: epochs 0 and 1 both run at lr0, epoch e >= 1 at lr0 * 0.5 ** (e - 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** max(epoch - 1, 0))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -23,6 +23,33 @@ def _trainer(tmp_path, epochs, **kw):
                      enable_model_summary=False, num_sanity_val_steps=0, **kw)
 
 
+def _harness_type1_lrs(lr0, epochs):
+    """The lr each epoch trains with in the harness: after 0-based epoch e it calls adjust_learning_rate(e + 1),
+    which sets lr0 * 0.5 ** ((e + 1 - 1) // 1) for the next epoch."""
+    lrs, lr = [], lr0
+    for epoch in range(epochs):
+        lrs.append(lr)
+        lr = lr0 * 0.5 ** ((epoch + 1 - 1) // 1)
+    return lrs
+
+
+class _RecordLR(L.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_ts_task_type1_matches_the_harness(csv_path, tmp_path):
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=64)
+    record = _RecordLR()
+    _trainer(tmp_path, 5, callbacks=[record], limit_train_batches=1, limit_val_batches=1).fit(
+        ForecastTask(NLinear(24, 8, 7), lr=1e-3), dm)
+    assert record.lrs == pytest.approx(_harness_type1_lrs(1e-3, 5))
+    assert record.lrs == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
+
+
 @pytest.mark.parametrize("features", ["M", "MS"])
 def test_ts_task_metrics_every_window(csv_path, tmp_path, features):
     torch.manual_seed(0)
@@ -31,8 +58,7 @@ def test_ts_task_metrics_every_window(csv_path, tmp_path, features):
     task = ForecastTask(NLinear(24, 8, 7), lr=1e-2, inverse_metrics=True)
     trainer = _trainer(tmp_path, 2)
     trainer.fit(task, dm)
-    # type1: lr halves every epoch
-    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 2)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5)  # lr for a third epoch
     res = trainer.test(task, dm, verbose=False)[0]
     # direct computation over all test windows on the standardised scale (numpy, float64)
     W = task.model.head.linear.weight.detach().double().numpy()
