@@ -184,3 +184,21 @@ def test_ts_spacetime_channel_independent_is_the_univariate_model_per_channel():
     assert torch.allclose(multi.loss(x, y), folded, atol=1e-5)
     with pytest.raises(ValueError, match="n_targets=1 != enc_in=3"):
         multi.loss(x, y[..., -1:], n_targets=1)
+
+
+def test_ts_spacetime_rmse_loss_is_the_sum_of_root_mse_terms():
+    """The original's `--loss informer_rmse`: each of the three terms is sqrt(mean squared error)."""
+    torch.manual_seed(1)
+    kw = dict(d_model=16, kernel_dim=8, n_kernels=4, dropout=0.0)
+    mse = SpaceTime(24, 8, 2, **kw).double().eval()
+    x, y = torch.randn(3, 24, 2, dtype=torch.float64), torch.randn(3, 8, 2, dtype=torch.float64)
+    terms = []
+    for weights in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]:
+        mse.loss_weights = weights
+        terms.append(mse.loss(x, y))
+    rmse = SpaceTime(24, 8, 2, loss_fn="rmse", loss_weights=(0.5, 2.0, 3.0), **kw).double().eval()
+    rmse.load_state_dict(mse.state_dict())
+    expected = 0.5 * terms[0].sqrt() + 2.0 * terms[1].sqrt() + 3.0 * terms[2].sqrt()
+    torch.testing.assert_close(rmse.loss(x, y), expected)
+    with pytest.raises(ValueError, match="loss_fn"):
+        SpaceTime(24, 8, 2, loss_fn="mae", **kw)

@@ -5,8 +5,10 @@ orders 0..max_diff_order-1 and moving-average residuals, as causal convolutions)
 companion SSM -> MLP (GELU, dropout) with a residual; the decoder is one `ClosedLoopCompanionSSM` that reads the
 lag window and rolls its state forward for any horizon; Linear(d_model -> enc_in) reads out.
 Training uses the paper's three-term loss (`loss`): closed-loop horizon error, open-loop next-step error on the
-lag, and the closed loop's next-input error, weighted by `loss_weights`. With `mean_transform` (the paper's ETT
-`--data_transform mean`) each window's mean is subtracted from the inputs and added back to the outputs.
+lag, and the closed loop's next-input error, weighted by `loss_weights`; each term is a mean squared error,
+or with `loss_fn="rmse"` its square root, as the original's ETT commands train (`--loss informer_rmse`).
+With `mean_transform` (the paper's ETT `--data_transform mean`) each window's mean is subtracted from the
+inputs and added back to the outputs.
 SpaceTime is a univariate model (its ETT runs are `features S`); `channel_independent=True` applies that
 univariate model to every channel of a multivariate window with shared weights (embedding Linear(1 -> d_model)).
 """
@@ -90,8 +92,11 @@ class SpaceTime(Forecaster):
     def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
                  kernel_dim: int = 64, n_kernels: int = 16, dropout: float = 0.2,
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True,
-                 channel_independent: bool = False):
+                 channel_independent: bool = False, loss_fn: str = "mse"):
         super().__init__()
+        if loss_fn not in ("mse", "rmse"):
+            raise ValueError(f"loss_fn must be 'mse' or 'rmse', got {loss_fn!r}")
+        self.loss_fn = loss_fn
         self.seq_len, self.pred_len, self.enc_in, self.kernel_dim = seq_len, pred_len, enc_in, kernel_dim
         self.mean_transform, self.channel_independent = mean_transform, channel_independent
         self.loss_weights = tuple(loss_weights)
@@ -144,10 +149,11 @@ class SpaceTime(Forecaster):
         k = x.shape[-1] if self.channel_independent else k
         z = self._encode(x)
         y_c, _ = self.decoder.forecast(z, y.shape[1])
-        loss = w0 * F.mse_loss(self.output(y_c)[..., -k:], y)
+        err = F.mse_loss if self.loss_fn == "mse" else (lambda a, b: F.mse_loss(a, b).sqrt())
+        loss = w0 * err(self.output(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
         target = torch.cat([x[..., -k:], y[:, :1]], dim=1)        # inputs shifted by one step
         y_o = self.output(self.decoder(z))[..., -k:]
-        loss = loss + w1 * F.mse_loss(y_o[:, start:], target[:, start + 1:])
+        loss = loss + w1 * err(y_o[:, start:], target[:, start + 1:])
         u_next = self.decoder.next_input(z)
-        return loss + w2 * F.mse_loss(u_next[:, start:-1], z[:, start + 1:])
+        return loss + w2 * err(u_next[:, start:-1], z[:, start + 1:])
