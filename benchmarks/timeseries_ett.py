@@ -59,7 +59,8 @@ def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: 
     res = trainer.test(task, data, ckpt_path="best", verbose=False)[0]
     return {"model": model, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": seed, "mse": res["test/mse"],
             "mae": res["test/mae"], "n_test_windows": int(res["test/n_windows"]), "epochs": trainer.current_epoch,
-            "fit_seconds": fit_s, "seconds_per_epoch": fit_s / max(1, trainer.current_epoch)}
+            "fit_seconds": fit_s, "seconds_per_epoch": fit_s / max(1, trainer.current_epoch),
+            "best_val_mse": float(trainer.checkpoint_callback.best_model_score)}
 
 
 def run_ridge(dataset: str, H: int, root: str, seq_len: int = 96) -> dict:
@@ -70,12 +71,15 @@ def run_ridge(dataset: str, H: int, root: str, seq_len: int = 96) -> dict:
     t0 = time.perf_counter()
     model.fit_closed_form(*data.datasets["train"].all_windows())
     fit_s = time.perf_counter() - t0
+    x, y = data.datasets["val"].all_windows()
+    with torch.no_grad():
+        val_mse = (model(x) - y).pow(2).mean().item()
     x, y = data.datasets["test"].all_windows()
     with torch.no_grad():
         err = model(x) - y
     return {"model": RIDGE, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": None,
             "mse": err.pow(2).mean().item(), "mae": err.abs().mean().item(), "n_test_windows": len(x), "epochs": 0,
-            "fit_seconds": fit_s, "seconds_per_epoch": fit_s}
+            "fit_seconds": fit_s, "seconds_per_epoch": fit_s, "best_val_mse": val_mse}
 
 
 def _ms(values):
