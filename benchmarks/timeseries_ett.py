@@ -6,7 +6,8 @@ NLinear-ridge floor (shared/reference/timeseries.md section 5). Writes JSON and 
       --datasets ETTh1 ETTh2 --seeds 2021 2022 2023
 
 `nlinear_ridge` is the floor itself, fitted in closed form on the training windows (deterministic, one run);
-`--merge` adds the runs of earlier JSON outputs (e.g. other seeds) to the table.
+`--merge` adds the runs of earlier JSON outputs (e.g. other seeds) to the table; `--set task.lr=1e-4
+model.d_model=32` runs a variant of the published configs (rows labelled `model[task.lr=1e-4,...]`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import lightning as L
 import torch
 
 from ssmkit.timeseries import ETTDataModule
-from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, build, experiment_config
+from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, apply_overrides, build, experiment_config
 from ssmkit.timeseries.models import NLinear
 
 RIDGE = "nlinear_ridge"
@@ -46,10 +47,12 @@ FLOORS = {96: NLINEAR_RIDGE_FLOOR, 336: NLINEAR_RIDGE_FLOOR_336}
 
 
 def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: int, workdir: str,
-            seq_len: int = 96) -> dict:
-    """Fit with early stopping, reload the best checkpoint, test on every window; metrics and timings."""
+            seq_len: int = 96, overrides=()) -> dict:
+    """Fit with early stopping, reload the best checkpoint, test on every window; metrics and timings.
+    With `overrides` (task./model./data.KEY=VALUE) the row's model is labelled `model[overrides]`."""
     L.seed_everything(seed, workers=True, verbose=False)
-    config = experiment_config(model, dataset, H, seq_len=seq_len, root=root, seed=seed, max_epochs=max_epochs)
+    config = apply_overrides(experiment_config(model, dataset, H, seq_len=seq_len, root=root, seed=seed,
+                                               max_epochs=max_epochs), overrides)
     task, data, trainer_kwargs = build(config)
     trainer = L.Trainer(default_root_dir=workdir, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, **trainer_kwargs)
@@ -57,7 +60,8 @@ def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: 
     trainer.fit(task, data)
     fit_s = time.perf_counter() - t0
     res = trainer.test(task, data, ckpt_path="best", verbose=False)[0]
-    return {"model": model, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": seed, "mse": res["test/mse"],
+    label = f"{model}[{','.join(overrides)}]" if overrides else model
+    return {"model": label, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": seed, "mse": res["test/mse"],
             "mae": res["test/mae"], "n_test_windows": int(res["test/n_windows"]), "epochs": trainer.current_epoch,
             "fit_seconds": fit_s, "seconds_per_epoch": fit_s / max(1, trainer.current_epoch),
             "best_val_mse": float(trainer.checkpoint_callback.best_model_score)}
@@ -97,7 +101,7 @@ def summarise(runs: list, seq_len: int = 96) -> list:
     rows = []
     published = PUBLISHED if seq_len == 96 else {}
     order = MODELS + (RIDGE,)
-    keys = sorted({(r["model"], r["dataset"]) for r in runs}, key=lambda k: (order.index(k[0]), k[1]))
+    keys = sorted({(r["model"], r["dataset"]) for r in runs}, key=lambda k: (order.index(k[0].split("[")[0]), k))
     for model, dataset in keys:
         per_h = []
         for i, H in enumerate(HORIZONS):
@@ -152,21 +156,26 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/results/timeseries_ett")
     p.add_argument("--merge", nargs="*", default=[], help="earlier JSON outputs whose runs join the table")
+    p.add_argument("--set", nargs="*", default=[], metavar="PART.KEY=VALUE", dest="overrides",
+                   help="change the published config: task.lr=1e-4, model.d_model=32, data.batch_size=64")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs, merged = [], []
+    runs, merged_by_machine = [], {}
     for path in args.merge:
         earlier = json.loads(pathlib.Path(path).read_text())
         runs += [r for r in earlier["runs"] if r.get("seq_len", 96) == args.seq_len]
-        merged.append(f"merged from {path}: {earlier['machine']}")
+        merged_by_machine.setdefault(earlier["machine"], []).append(path)
+    merged = [f"merged from {paths[0] if len(paths) == 1 else f'{len(paths)} files'}: {m}"
+              for m, paths in merged_by_machine.items()]
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:
             for dataset in args.datasets:
                 for H in args.horizons:
                     for seed in ([None] if model == RIDGE else args.seeds):
                         r = (run_ridge(dataset, H, args.root, args.seq_len) if model == RIDGE else
-                             run_one(model, dataset, H, seed, args.root, args.max_epochs, work, args.seq_len))
+                             run_one(model, dataset, H, seed, args.root, args.max_epochs, work, args.seq_len,
+                                     args.overrides))
                         print(json.dumps(r), flush=True)
                         runs.append(r)
     rows = summarise(runs, args.seq_len)

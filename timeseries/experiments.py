@@ -3,6 +3,7 @@ task, data and trainer from such a config. `configs/timeseries/*.yaml` are gener
 benchmark runs the same settings, so the YAML files and the reported numbers cannot drift apart."""
 from __future__ import annotations
 
+import ast
 import copy
 import importlib
 from typing import Dict, Tuple
@@ -96,6 +97,28 @@ def experiment_config(model: str, dataset: str, pred_len: int, seq_len: int = 96
                                "pred_len": pred_len, "features": "M", "batch_size": batch, "seed": seed,
                                **data_args}},
     }
+
+
+_OVERRIDE_TARGETS = {"task": lambda c: c["model"]["init_args"], "model": lambda c: c["model"]["init_args"]["model"]["init_args"],
+                     "data": lambda c: c["data"]["init_args"]}
+
+
+def apply_overrides(config: Dict, assignments) -> Dict:
+    """Set `task.KEY=VALUE`, `model.KEY=VALUE` or `data.KEY=VALUE` (VALUE a Python literal) in a copy of an
+    `experiment_config`, for variants of a published configuration."""
+    config = copy.deepcopy(config)
+    for assignment in assignments:
+        target, sep, value = assignment.partition("=")
+        part, dot, key = target.partition(".")
+        if not sep or not dot or part not in _OVERRIDE_TARGETS or not key:
+            raise ValueError(f"override {assignment!r} must look like task.KEY=VALUE, model.KEY=VALUE or "
+                             f"data.KEY=VALUE")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError) as e:
+            raise ValueError(f"override {assignment!r}: VALUE must be a Python literal ({e})") from None
+        _OVERRIDE_TARGETS[part](config)[key] = parsed
+    return config
 
 
 def instantiate(spec):

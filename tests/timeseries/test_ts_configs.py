@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import yaml
 
-from ssmkit.timeseries.experiments import build, config_name, experiment_config, experiments
+from ssmkit.timeseries.experiments import apply_overrides, build, config_name, experiment_config, experiments
 from ssmkit.timeseries.synthetic import write_synthetic_ett
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "timeseries"
@@ -39,3 +39,21 @@ def test_ts_config_builds_and_trains(tmp_path, name):
                         default_root_dir=str(tmp_path))
     trainer.fit(task, data)
     assert data.n_windows["test"] == 2785
+
+
+def test_ts_apply_overrides_changes_only_the_named_keys():
+    base = experiment_config("s_mamba_ridge", "ETTh1", 96)
+    cfg = apply_overrides(base, ["task.lr=1e-4", "model.d_model=32", "model.dropout=0.3", "data.batch_size=64"])
+    assert cfg["model"]["init_args"]["lr"] == 1e-4 and cfg["data"]["init_args"]["batch_size"] == 64
+    assert cfg["model"]["init_args"]["model"]["init_args"]["d_model"] == 32
+    assert cfg["model"]["init_args"]["model"]["init_args"]["dropout"] == 0.3
+    assert base == experiment_config("s_mamba_ridge", "ETTh1", 96)  # the published config is not edited
+    cfg["model"]["init_args"]["lr"] = base["model"]["init_args"]["lr"]
+    cfg["data"]["init_args"]["batch_size"] = base["data"]["init_args"]["batch_size"]
+    model_args = cfg["model"]["init_args"]["model"]["init_args"]
+    model_args["d_model"] = base["model"]["init_args"]["model"]["init_args"]["d_model"]
+    del model_args["dropout"]  # not in the published config (the model's default)
+    assert cfg == base  # nothing else changed
+    for bad, msg in [("lr=1e-4", "task.KEY=VALUE"), ("optim.lr=1", "task.KEY=VALUE"), ("task.lr=fast", "literal")]:
+        with pytest.raises(ValueError, match=msg):
+            apply_overrides(base, [bad])
