@@ -113,7 +113,9 @@ def summarise(runs: list, seq_len: int = 96) -> list:
                    "mse": _ms([r["mse"] for r in rs]), "mae": _ms([r["mae"] for r in rs]),
                    "published": pub[i] if pub else None, "floor": FLOORS[seq_len][dataset][i],
                    "s_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in rs),
-                   "epochs": statistics.fmean(r["epochs"] for r in rs), "n_test": rs[0]["n_test_windows"]}
+                   "epochs": statistics.fmean(r["epochs"] for r in rs), "n_test": rs[0]["n_test_windows"],
+                   "val_mse": (statistics.fmean(r["best_val_mse"] for r in rs)
+                               if all("best_val_mse" in r for r in rs) else None)}
             rows.append(row)
             per_h.append((i, row))
         if len(per_h) == len(HORIZONS):
@@ -124,7 +126,9 @@ def summarise(runs: list, seq_len: int = 96) -> list:
                          "mse": (statistics.fmean(r["mse"][0] for r in hrows), None),
                          "mae": (statistics.fmean(r["mae"][0] for r in hrows), None),
                          "published": _mean_pairs(pub) if pub else None, "floor": _mean_pairs(floor),
-                         "s_per_epoch": None, "epochs": None, "n_test": None})
+                         "s_per_epoch": None, "epochs": None, "n_test": None,
+                         "val_mse": (None if any(r["val_mse"] is None for r in hrows)
+                                     else statistics.fmean(r["val_mse"] for r in hrows))})
     return rows
 
 
@@ -135,12 +139,13 @@ def markdown(rows: list) -> str:
     def pair(p):
         return "—" if p is None else f"{p[0]:.3f} / {p[1]:.3f}"
     out = ["| model | dataset | H | seeds | test windows | MSE | MAE | published MSE / MAE | NLinear-ridge floor "
-           "| epochs | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| best val MSE | epochs | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         epochs = "" if r["epochs"] is None else f"{r['epochs']:.1f}"
         spe = "" if r["s_per_epoch"] is None else f"{r['s_per_epoch']:.1f}"
+        val = "" if r["val_mse"] is None else f"{r['val_mse']:.4f}"
         out.append(f"| {r['model']} | {r['dataset']} | {r['H']} | {r['seeds']} | {r['n_test'] or ''} | {pm(r['mse'])} "
-                   f"| {pm(r['mae'])} | {pair(r['published'])} | {pair(r['floor'])} | {epochs} | {spe} |")
+                   f"| {pm(r['mae'])} | {pair(r['published'])} | {pair(r['floor'])} | {val} | {epochs} | {spe} |")
     return "\n".join(out)
 
 
