@@ -75,11 +75,10 @@ def run_ridge(dataset: str, H: int, root: str, seq_len: int = 96) -> dict:
     t0 = time.perf_counter()
     model.fit_closed_form(*data.datasets["train"].all_windows())
     fit_s = time.perf_counter() - t0
-    x, y = data.datasets["val"].all_windows()
     with torch.no_grad():
-        val_mse = (model(x) - y).pow(2).mean().item()
-    x, y = data.datasets["test"].all_windows()
-    with torch.no_grad():
+        val_x, val_y = data.datasets["val"].all_windows()
+        val_mse = (model(val_x) - val_y).pow(2).mean().item()
+        x, y = data.datasets["test"].all_windows()
         err = model(x) - y
     return {"model": RIDGE, "dataset": dataset, "seq_len": seq_len, "pred_len": H, "seed": None,
             "mse": err.pow(2).mean().item(), "mae": err.abs().mean().item(), "n_test_windows": len(x), "epochs": 0,

@@ -99,7 +99,8 @@ def experiment_config(model: str, dataset: str, pred_len: int, seq_len: int = 96
     }
 
 
-_OVERRIDE_TARGETS = {"task": lambda c: c["model"]["init_args"], "model": lambda c: c["model"]["init_args"]["model"]["init_args"],
+_OVERRIDE_TARGETS = {"task": lambda c: c["model"]["init_args"],
+                     "model": lambda c: c["model"]["init_args"]["model"]["init_args"],
                      "data": lambda c: c["data"]["init_args"]}
 
 

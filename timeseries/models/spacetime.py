@@ -51,6 +51,10 @@ def preprocessing_kernels(d_model: int, max_diff_order: int = 4, n_kernels: int 
     return torch.cat(per_repeat)
 
 
+# one term of the three-term loss: mean squared error, or its root (the original's `--loss informer_rmse`)
+_LOSS_TERMS = {"mse": F.mse_loss, "rmse": lambda pred, target: F.mse_loss(pred, target).sqrt()}
+
+
 class MLP(nn.Module):
     """GELU -> dropout -> Linear (SpaceTime's pre-activation MLP), optionally with a residual."""
 
@@ -94,8 +98,8 @@ class SpaceTime(Forecaster):
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True,
                  channel_independent: bool = False, loss_fn: str = "mse"):
         super().__init__()
-        if loss_fn not in ("mse", "rmse"):
-            raise ValueError(f"loss_fn must be 'mse' or 'rmse', got {loss_fn!r}")
+        if loss_fn not in _LOSS_TERMS:
+            raise ValueError(f"loss_fn must be one of {sorted(_LOSS_TERMS)}, got {loss_fn!r}")
         self.loss_fn = loss_fn
         self.seq_len, self.pred_len, self.enc_in, self.kernel_dim = seq_len, pred_len, enc_in, kernel_dim
         self.mean_transform, self.channel_independent = mean_transform, channel_independent
@@ -149,7 +153,7 @@ class SpaceTime(Forecaster):
         k = x.shape[-1] if self.channel_independent else k
         z = self._encode(x)
         y_c, _ = self.decoder.forecast(z, y.shape[1])
-        err = F.mse_loss if self.loss_fn == "mse" else (lambda a, b: F.mse_loss(a, b).sqrt())
+        err = _LOSS_TERMS[self.loss_fn]
         loss = w0 * err(self.output(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
         target = torch.cat([x[..., -k:], y[:, :1]], dim=1)        # inputs shifted by one step
