@@ -1,6 +1,6 @@
 """ForecastTask: train and score any forecaster x (B, L, C) [+ x_mark] -> (B, H, C) under the ETT protocol.
 
-MSE loss on the last H steps of y; Adam with the harness's `type1` schedule (two epochs at lr, then halving every
+MSE loss (or MAE / Huber, `loss`) on the last H steps of y; Adam with the harness's `type1` schedule (two epochs at lr, then halving every
 epoch) or the shared cosine / linear schedules; MSE, MAE and RMSE over every window x H x channel on the standardised
 scale, optionally also in the CSV's units. Early stopping (patience 3 on val/loss) and the best checkpoint
 come from Lightning callbacks in the configs. A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's
@@ -17,6 +17,9 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssmkit.train import TaskBase
 
+# training losses on the standardised scale; validation and test always score MSE / MAE
+_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+
 
 class ForecastTask(TaskBase):
     """LightningModule around a forecasting `model`; the model's seq_len / pred_len / enc_in must match the data.
@@ -27,7 +30,9 @@ class ForecastTask(TaskBase):
 
     def __init__(self, model: nn.Module, lr: float = 1e-4, weight_decay: float = 0.0, optimizer: str = "adam",
                  scheduler: Optional[str] = "type1", warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
-                 inverse_metrics: bool = False, closed_form_init: bool = False):
+                 inverse_metrics: bool = False, closed_form_init: bool = False, loss: str = "mse"):
+        if loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         if scheduler == "type1" and warmup_steps:
             raise ValueError(f"warmup_steps must be 0 with scheduler='type1', got {warmup_steps}")
         self.schedule = scheduler
@@ -40,7 +45,10 @@ class ForecastTask(TaskBase):
         if hasattr(model, "spec"):
             self.hparams["model"] = model.spec()
         self.model = model
-        self.inverse_metrics = inverse_metrics
+        if loss != "mse" and hasattr(model, "loss"):
+            raise ValueError(f"{type(model).__name__} trains on its own loss(); loss={loss!r} applies only to "
+                             f"models without one")
+        self.inverse_metrics, self.loss_name = inverse_metrics, loss
         if closed_form_init and not hasattr(model, "fit_closed_form"):
             raise ValueError(f"closed_form_init=True needs a model with fit_closed_form; "
                              f"{type(model).__name__} has none")
@@ -100,7 +108,7 @@ class ForecastTask(TaskBase):
             loss = self.model.loss(x, y[:, -self.model.pred_len:], x_mark, n_targets=y.shape[-1])
         else:
             pred, true = self._forecast(batch)
-            loss = F.mse_loss(pred, true)
+            loss = _LOSSES[self.loss_name](pred, true)
         self.log_metrics("train", {"loss": loss})
         return loss
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssmkit.timeseries.data import CSVDataModule
-from ssmkit.timeseries.models import NLinear, SMamba
+from ssmkit.timeseries.models import NLinear, SMamba, SpaceTime
 from ssmkit.timeseries.synthetic import synthetic_ett_frame
 from ssmkit.timeseries.task import ForecastTask
 
@@ -132,3 +132,23 @@ def test_ts_task_closed_form_init_keeps_resumed_weights(csv_path, tmp_path):
     resumed = ForecastTask(NLinear(24, 8, 7), lr=1e-2, closed_form_init=True)
     _trainer(tmp_path, 1, limit_train_batches=2).fit(resumed, dm, ckpt_path=str(ckpt))
     assert torch.equal(resumed.model.head.linear.weight, trained)   # not re-fitted over the restored weights
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber"])
+def test_ts_task_training_loss_matches_a_direct_computation(loss):
+    """training_step's loss equals the chosen error of the forecast against y's last H steps, in fp64 numpy."""
+    torch.manual_seed(0)
+    task = ForecastTask(NLinear(24, 8, 3), loss=loss)
+    x, y, x_mark = torch.randn(5, 24, 3), torch.randn(5, 20, 3), torch.randn(5, 24, 4)
+    got = task.training_step((x, y, x_mark, None), 0).item()
+    err = task.model(x).detach().double().numpy() - y[:, -8:].double().numpy()
+    want = {"mse": np.mean(err ** 2), "mae": np.mean(np.abs(err)),
+            "huber": np.mean(np.where(np.abs(err) <= 1, 0.5 * err ** 2, np.abs(err) - 0.5))}[loss]
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_ts_task_loss_errors():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        ForecastTask(NLinear(24, 8, 3), loss="l2")
+    with pytest.raises(ValueError, match="SpaceTime trains on its own loss"):
+        ForecastTask(SpaceTime(24, 8, 3, d_model=16, n_blocks=1, kernel_dim=8, n_kernels=4), loss="mae")
