@@ -35,6 +35,8 @@ def test_ts_config_builds_and_trains(tmp_path, name):
     cfg["data"]["init_args"]["root"] = str(tmp_path)
     task, data, trainer_kwargs = build(cfg)
     assert [type(c).__name__ for c in trainer_kwargs["callbacks"]] == ["EarlyStopping", "ModelCheckpoint"]
+    assert task.loss_name == ("mae" if name == "s_mamba_ridge" else "mse")
+    assert task.closed_form_init == (name == "s_mamba_ridge")
     trainer = L.Trainer(fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(tmp_path))
     trainer.fit(task, data)
