@@ -1,10 +1,10 @@
 """ForecastTask: train and score any forecaster x (B, L, C) [+ x_mark] -> (B, H, C) under the ETT protocol.
 
-MSE loss (or MAE / Huber, `loss`) on the last H steps of y; Adam with the harness's `type1` schedule (two epochs at lr, then halving every
-epoch) or the shared cosine / linear schedules; MSE, MAE and RMSE over every window x H x channel on the standardised
-scale, optionally also in the CSV's units. Early stopping (patience 3 on val/loss) and the best checkpoint
-come from Lightning callbacks in the configs. A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's
-three-term loss) trains on that instead of the plain MSE.
+Training loss on the last H steps of y: MSE (the protocol's), or `loss="mae"` / `"huber"`; Adam with the
+harness's `type1` schedule (two epochs at lr, then halving every epoch) or the shared cosine / linear schedules;
+MSE, MAE and RMSE over every window x H x channel on the standardised scale, optionally also in the CSV's units.
+Early stopping (patience 3 on val/loss) and the best checkpoint come from Lightning callbacks in the configs.
+A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's three-term loss) trains on that instead.
 """
 from __future__ import annotations
 
