@@ -54,7 +54,7 @@ def _terms(u, delta1, delta2, A, couplings, B1, B2, delta_bias, delta_softplus):
         d1, d2 = F.softplus(d1), F.softplus(d2)
     A, rho, u = A.to(f), couplings.to(f), u.to(f).unsqueeze(-1)
     e1, e4 = torch.expm1(d1.unsqueeze(-1) * A[0]), torch.expm1(d2.unsqueeze(-1) * A[1])   # a - 1, accurately
-    # divide and negate the small (D, N) parameters, not the (..., D, N) terms: same values, a fraction of the work
+    # take 1/A and -rho on the small (D, N) parameters, so no divide or negation runs on the (..., D, N) terms
     x1 = e1 * B1.to(f).unsqueeze(-2) * (u * A[0].reciprocal())
     x2 = e4 * B2.to(f).unsqueeze(-2) * (u * A[1].reciprocal())
     return e1 + 1, e1 * -rho[0], x1, e4 + 1, e4 * -rho[1], x2
