@@ -170,7 +170,8 @@ def main(argv=None):
         earlier = json.loads(pathlib.Path(path).read_text())
         runs += [r for r in earlier["runs"] if r.get("seq_len", 96) == args.seq_len]
         merged_by_machine.setdefault(earlier["machine"], []).append(path)
-    merged = [f"merged from {paths[0] if len(paths) == 1 else f'{len(paths)} files'}: {m}"
+    # file names only: the folders they were merged from are local to the machine that ran them
+    merged = [f"merged from {pathlib.Path(paths[0]).name if len(paths) == 1 else f'{len(paths)} files'}: {m}"
               for m, paths in merged_by_machine.items()]
     with tempfile.TemporaryDirectory() as work:
         for model in args.models:

@@ -94,6 +94,18 @@ def test_ts_smamba_paper_defaults_size():
     assert sum(p.numel() for p in m.parameters()) == want
 
 
+def test_ts_spacetime_ett_config_size_matches_original_architecture():
+    # HazyResearch/spacetime's ETT command (1 encoder block, model_dim 128, kernel_dim 64) on 7 channels, counted
+    # from its configs: encoder companion SSM with 16 kernels (8 heads each) and a skip per channel, a residual
+    # MLP 128 -> 128; closed-loop decoder with n_heads 1, hence 128 kernels (a, b, c, k); output MLP
+    # GELU -> dropout -> Linear(128 -> 7). Preprocessing kernels are fixed buffers, not parameters.
+    m = SpaceTime(336, 720, 7, d_model=128, n_blocks=1, kernel_dim=64, n_kernels=16, dropout=0.25)
+    want = (7 * 128 + 128) + (3 * 16 * 64 + 128) + (128 * 128 + 128) + 4 * 128 * 64 + (128 * 7 + 7)
+    assert sum(p.numel() for p in m.parameters()) == want
+    assert [type(layer).__name__ for layer in (m.output.dropout, m.output.linear)] == ["Dropout", "Linear"]
+    assert m.output.dropout.p == 0.25 and not m.output.residual
+
+
 def test_ts_spacetime_closed_loop_longer_horizon_and_loss():
     torch.manual_seed(4)
     m = SpaceTime(24, 8, 2, d_model=16, kernel_dim=8, n_kernels=4).double().eval()

@@ -3,7 +3,9 @@
 Embedding Linear(enc_in -> d_model); encoder block 1 first applies fixed preprocessing kernels (differencing of
 orders 0..max_diff_order-1 and moving-average residuals, as causal convolutions), then every block is
 companion SSM -> MLP (GELU, dropout) with a residual; the decoder is one `ClosedLoopCompanionSSM` that reads the
-lag window and rolls its state forward for any horizon; Linear(d_model -> enc_in) reads out.
+lag window and rolls its state forward for any horizon, with one companion kernel per channel as in the
+original's decoder config; the output head is the original's pre-activation MLP, GELU -> dropout ->
+Linear(d_model -> enc_in).
 Training uses the paper's three-term loss (`loss`): closed-loop horizon error, open-loop next-step error on the
 lag, and the closed loop's next-input error, weighted by `loss_weights`; each term is a mean squared error,
 or with `loss_fn="rmse"` its square root, as the original's ETT commands train (`--loss informer_rmse`).
@@ -91,12 +93,16 @@ class SpaceTimeBlock(nn.Module):
 
 
 class SpaceTime(Forecaster):
-    """SpaceTime forecaster x (B, L, C) -> (B, H, C); `forecast(x, horizon)` serves any horizon (closed loop)."""
+    """SpaceTime forecaster x (B, L, C) -> (B, H, C); `forecast(x, horizon)` serves any horizon (closed loop).
+
+    `n_kernels` companion kernels are shared across the encoder's channels; the decoder has `decoder_n_kernels`
+    (default d_model: one per channel, as the original's closed-loop config).
+    """
 
     def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
                  kernel_dim: int = 64, n_kernels: int = 16, dropout: float = 0.2,
                  loss_weights: Sequence[float] = (1.0, 1.0, 1.0), mean_transform: bool = True,
-                 channel_independent: bool = False, loss_fn: str = "mse"):
+                 channel_independent: bool = False, loss_fn: str = "mse", decoder_n_kernels: Optional[int] = None):
         super().__init__()
         if loss_fn not in _LOSS_TERMS:
             raise ValueError(f"loss_fn must be one of {sorted(_LOSS_TERMS)}, got {loss_fn!r}")
@@ -108,8 +114,10 @@ class SpaceTime(Forecaster):
         self.embedding = nn.Linear(width, d_model)
         self.encoder = nn.Sequential(*[SpaceTimeBlock(d_model, kernel_dim, n_kernels, dropout, preprocess=i == 0)
                                        for i in range(n_blocks)])
-        self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, n_kernels)
-        self.output = nn.Linear(d_model, width)
+        # the original's closed-loop config has n_heads 1, so its decoder learns d_model kernels, one per channel
+        self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, d_model if decoder_n_kernels is None
+                                              else decoder_n_kernels)
+        self.output = MLP(d_model, width, dropout, residual=False)
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B * C, T, 1) when channel independent (each channel its own series), else unchanged."""
