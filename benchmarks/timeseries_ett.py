@@ -21,6 +21,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from ssmkit.timeseries import ETTDataModule
 from ssmkit.timeseries.experiments import DATASETS, HORIZONS, MODELS, apply_overrides, build, experiment_config
@@ -47,14 +48,17 @@ FLOORS = {96: NLINEAR_RIDGE_FLOOR, 336: NLINEAR_RIDGE_FLOOR_336}
 
 
 def run_one(model: str, dataset: str, H: int, seed: int, root: str, max_epochs: int, workdir: str,
-            seq_len: int = 96, overrides=()) -> dict:
+            seq_len: int = 96, overrides=(), log_dir=None) -> dict:
     """Fit with early stopping, reload the best checkpoint, test on every window; metrics and timings.
-    With `overrides` (task./model./data.KEY=VALUE) the row's model is labelled `model[overrides]`."""
+    With `overrides` (task./model./data.KEY=VALUE) the row's model is labelled `model[overrides]`; with `log_dir`
+    the per-epoch train / val metrics go to <log_dir>/<model>_<dataset>_L<L>_H<H>_seed<seed>/metrics.csv."""
     L.seed_everything(seed, workers=True, verbose=False)
     config = apply_overrides(experiment_config(model, dataset, H, seq_len=seq_len, root=root, seed=seed,
                                                max_epochs=max_epochs), overrides)
     task, data, trainer_kwargs = build(config)
-    trainer = L.Trainer(default_root_dir=workdir, logger=False, enable_progress_bar=False,
+    logger = (CSVLogger(log_dir, name=f"{model}_{dataset}_L{seq_len}_H{H}_seed{seed}", version="")
+              if log_dir else False)
+    trainer = L.Trainer(default_root_dir=workdir, logger=logger, enable_progress_bar=False,
                         enable_model_summary=False, **trainer_kwargs)
     t0 = time.perf_counter()
     trainer.fit(task, data)
@@ -159,6 +163,8 @@ def main(argv=None):
     p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/results/timeseries_ett")
+    p.add_argument("--log-dir", default=None, help="keep each run's per-epoch metrics.csv here (e.g. to see "
+                   "where validation turns)")
     p.add_argument("--merge", nargs="*", default=[], help="earlier JSON outputs whose runs join the table")
     p.add_argument("--set", nargs="*", default=[], metavar="PART.KEY=VALUE", dest="overrides",
                    help="change the published config: task.lr=1e-4, model.d_model=32, data.batch_size=64")
@@ -180,7 +186,7 @@ def main(argv=None):
                     for seed in ([None] if model == RIDGE else args.seeds):
                         r = (run_ridge(dataset, H, args.root, args.seq_len) if model == RIDGE else
                              run_one(model, dataset, H, seed, args.root, args.max_epochs, work, args.seq_len,
-                                     args.overrides))
+                                     args.overrides, args.log_dir))
                         print(json.dumps(r), flush=True)
                         runs.append(r)
     rows = summarise(runs, args.seq_len)
