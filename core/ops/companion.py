@@ -47,10 +47,11 @@ def krylov(A: Tensor, x: Tensor, L: int) -> Tensor:
     X = x.unsqueeze(-1)
     power = A
     while X.shape[-1] < L:
-        X = torch.cat([X, power @ X], dim=-1)
+        # the last doubling only extends to L columns: no wasted products, no slice to back-propagate through
+        X = torch.cat([X, power @ X[..., :L - X.shape[-1]]], dim=-1)
         if X.shape[-1] < L:
             power = power @ power
-    return X[..., :L]
+    return X
 
 
 def companion_kernel_squaring(a: Tensor, b: Tensor, c: Tensor, L: int) -> Tensor:

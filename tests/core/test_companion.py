@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ssmkit.core.layers import ClosedLoopCompanionSSM, CompanionSSM
-from ssmkit.core.ops import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix
+from ssmkit.core.ops import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
 
 
 def _abc(d, H=3, seed=0, radius=0.9):
@@ -33,6 +33,15 @@ def test_companion_fft_kernel_equals_explicit_powers(d, L):
     assert (companion_kernel_squaring(a, b, c, L) - ref).abs().max() < 1e-8
     if L <= 336 and d == 4:
         assert (_explicit_powers(a, b, c, L) - ref).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("L", [1, 2, 5, 8, 13])
+def test_krylov_columns_are_powers_times_x(L):
+    a, _, _ = _abc(6, H=3, seed=L)
+    A = companion_matrix(a)
+    x = torch.randn(2, 3, 6, dtype=torch.float64)  # a leading batch dim over the H matrices
+    want = torch.stack([torch.einsum("hij,bhj->bhi", torch.linalg.matrix_power(A, l), x) for l in range(L)], -1)
+    torch.testing.assert_close(krylov(A, x, L), want)
 
 
 def test_companion_fft_kernel_gradient_matches_squaring():
