@@ -114,9 +114,8 @@ class SpaceTime(Forecaster):
         self.embedding = nn.Linear(width, d_model)
         self.encoder = nn.Sequential(*[SpaceTimeBlock(d_model, kernel_dim, n_kernels, dropout, preprocess=i == 0)
                                        for i in range(n_blocks)])
-        # the original's closed-loop config has n_heads 1, so its decoder learns d_model kernels, one per channel
-        self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, d_model if decoder_n_kernels is None
-                                              else decoder_n_kernels)
+        # None: the layer's default of one kernel per channel (the original's closed-loop config has n_heads 1)
+        self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, decoder_n_kernels)
         self.output = MLP(d_model, width, dropout, residual=False)
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
