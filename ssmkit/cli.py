@@ -4,19 +4,37 @@
     ssmkit demo [--out outputs/demo] [--only core,vision] [--steps-scale 1.0]
     ssmkit bench scan [benchmark flags...]
     ssmkit forecast --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png]
+    ssmkit genome build|info ...      ssmkit dna sample ...
+    ssmkit generate ...               ssmkit recommend ...
 """
 from __future__ import annotations
 
 import sys
 from typing import List, Optional
 
-USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench,forecast} ...
+USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench,forecast,genome,dna,generate,recommend} ...
 
   fit|validate|test|predict  LightningCLI on a config: --config FILE, --print_config, dotted overrides
   demo                       short training tour of every installed domain, ends with a summary table
   bench NAME                 run benchmarks/NAME.py (scan, ssd, longconv, scan2d, ...) from a source checkout
   forecast                   --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png]: next H steps of a series
+  genome build|info          FASTA/GenBank files -> zarr genome store; what a store holds
+  dna sample                 sample DNA sequences from a causal DNA language model checkpoint
+  generate                   generate audio (WAV + spectrogram) from a SaShiMi checkpoint
+  recommend                  top-k items for histories, or streaming updates, from a recommender checkpoint
 """
+
+# Verbs other than LightningCLI's: name -> "module:function", the function takes argv[1:] and returns the exit code.
+# A domain adds its verb here; the module is imported only when the verb is used.
+VERBS = {
+    "demo": "ssmkit.demo:main",
+    "bench": "ssmkit.bench:main",
+    "forecast": "ssmkit.timeseries.forecast:main",
+    "genome": "ssmkit.genomics.cli:genome_main",
+    "dna": "ssmkit.genomics.cli:dna_main",
+    "generate": "ssmkit.audio.generate:main",
+    "recommend": "ssmkit.recsys.recommend:main",
+}
 
 
 def lightning_cli(args: Optional[List[str]]):
@@ -43,15 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if argv[0] == "demo":
-        from ssmkit.demo import main as demo_main
-        return demo_main(argv[1:])
-    if argv[0] == "bench":
-        from ssmkit.bench import main as bench_main
-        return bench_main(argv[1:])
-    if argv[0] == "forecast":
-        from ssmkit.timeseries.forecast import main as forecast_main
-        return forecast_main(argv[1:])
+    if argv[0] in VERBS:
+        import importlib
+        module, function = VERBS[argv[0]].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     if argv[0] not in ("fit", "validate", "test", "predict"):
         print(f"ssmkit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""ssmkit.audio models: one file per published model."""

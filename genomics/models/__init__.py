@@ -1,0 +1,1 @@
+"""ssmkit.genomics models: one file per published model."""

@@ -1,0 +1,1 @@
+"""ssmkit.recsys models: one file per published model."""
