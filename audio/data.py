@@ -1,0 +1,257 @@
+"""Waveform data for autoregressive models: soundfile readers, dataset layouts, windows and LightningDataModules.
+
+Pipeline per file: read with soundfile (WAV/FLAC; torchaudio 2.9+ `load` needs FFmpeg, so it is not used), mix to
+mono by channel mean, resample with `torchaudio.functional.resample` (or refuse a wrong rate when `require_rate`),
+peak-normalise per clip, quantise to 8 bits (`quantize.py`). Clips are decoded once in `setup` and held as 8-bit codes
+(1 byte per sample). Each clip is cut into consecutive windows of `window` samples; the last one is right-padded and
+its padded targets are `IGNORE_INDEX`, so the loss skips them and no sample is dropped.
+
+An item is `(inputs, targets)`, both int64 (window,): targets are the window's codes, inputs the codes shifted right
+by one, starting with the code before the window (or `SILENCE` = 128 at the start of a clip).
+"""
+from __future__ import annotations
+
+import pathlib
+import random
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import lightning as L
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch.utils.data import DataLoader, Dataset
+
+from .quantize import SILENCE, encode
+
+IGNORE_INDEX = -100
+AUDIO_SUFFIXES = (".wav", ".flac")
+FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+class AudioFileError(ValueError):
+    """An audio file that cannot be used (unreadable, corrupt, empty, wrong sample rate, non-finite samples)."""
+
+
+def read_audio(path, sample_rate: int, require_rate: bool = False) -> torch.Tensor:
+    """Mono float32 waveform of `path` at `sample_rate` (resampled unless `require_rate`, which makes a different
+    rate an error). Raises AudioFileError naming the file for unreadable, empty or non-finite audio."""
+    path = pathlib.Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path}: empty audio file (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"{path}: audio has non-finite samples")
+    if rate != sample_rate and require_rate:
+        raise AudioFileError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+    x = torch.from_numpy(data.mean(axis=1))
+    if rate != sample_rate:
+        x = AF.resample(x, rate, sample_rate)
+    return x
+
+
+def peak_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Scale a clip so that max |x| = 1 (quiet speakers then use all 256 levels); a silent clip is returned as is."""
+    peak = x.abs().max()
+    return x / peak if peak > 0 else x
+
+
+def load_codes(path, sample_rate: int, quantization: str = "mu-law", require_rate: bool = False) -> torch.Tensor:
+    """Read, peak-normalise and quantise one file: uint8 codes (n,)."""
+    return encode(peak_normalize(read_audio(path, sample_rate, require_rate)), quantization).to(torch.uint8)
+
+
+def audio_files(folder) -> List[pathlib.Path]:
+    """WAV/FLAC files under `folder` (recursive), sorted; an error if there are none."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"audio folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {folder}")
+    return files
+
+
+class CodeWindows(Dataset):
+    """Map-style dataset of fixed-length AR windows over 8-bit clips (see the module docstring)."""
+
+    def __init__(self, clips: Sequence[torch.Tensor], window: int):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.clips, self.window = list(clips), window
+        self.index = [(i, s) for i, c in enumerate(self.clips) for s in range(0, len(c), window)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        i, start = self.index[item]
+        clip = self.clips[i].long()
+        codes = clip[start:start + self.window]
+        first = clip[start - 1:start] if start > 0 else torch.tensor([SILENCE])
+        inputs = torch.full((self.window,), SILENCE, dtype=torch.long)
+        targets = torch.full((self.window,), IGNORE_INDEX, dtype=torch.long)
+        n = len(codes)
+        inputs[:n] = torch.cat([first, codes[:-1]])
+        targets[:n] = codes
+        return inputs, targets
+
+
+# ---------------------------------------------------------------- layouts: file lists per split
+
+
+def sc09_split(root) -> Dict[str, List[pathlib.Path]]:
+    """SC09 / Speech Commands layout: `root/<label>/<file>.wav`, `validation_list.txt` and `testing_list.txt` list
+    val/test files relative to root; every other audio file is training data."""
+    root = pathlib.Path(root)
+    lists = {}
+    for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"SC09 layout needs {path}")
+        lists[split] = [root / line.strip() for line in path.read_text().splitlines() if line.strip()]
+        for f in lists[split]:
+            if not f.is_file():
+                raise FileNotFoundError(f"{path} lists {f.relative_to(root)}, which does not exist")
+    held_out = {p.resolve() for files in lists.values() for p in files}
+    train = [p for p in audio_files(root) if p.resolve() not in held_out]
+    return {"train": train, "val": lists["val"], "test": lists["test"]}
+
+
+def fsdd_split(root, split: str = "take", seed: int = 0, val_fraction: float = 0.1,
+               test_speakers: Optional[Sequence[str]] = None) -> Dict[str, List[pathlib.Path]]:
+    """Free Spoken Digit Dataset (`{digit}_{speaker}_{take}.wav`).
+
+    split='take': the dataset's official split, takes 0-4 = test; a seeded `val_fraction` of the rest = val.
+    split='speaker': held-out speakers: `test_speakers` (default: one chosen with `seed`) = test, one more seeded
+    speaker = val, the others train.
+    """
+    files = audio_files(root)
+    parsed = []
+    for f in files:
+        m = FSDD_NAME.match(f.name)
+        if not m:
+            raise AudioFileError(f"{f}: not an FSDD file name ('{{digit}}_{{speaker}}_{{take}}.wav')")
+        parsed.append((f, m.group(2), int(m.group(3))))
+    rng = random.Random(seed)
+    if split == "take":
+        test = [f for f, _, take in parsed if take <= 4]
+        rest = [f for f, _, take in parsed if take > 4]
+        rng.shuffle(rest)
+        n_val = max(1, round(val_fraction * len(rest)))
+        return {"train": sorted(rest[n_val:]), "val": sorted(rest[:n_val]), "test": test}
+    if split == "speaker":
+        speakers = sorted({s for _, s, _ in parsed})
+        if test_speakers is None:
+            test_speakers = [rng.choice(speakers)]
+        unknown = set(test_speakers) - set(speakers)
+        if unknown:
+            raise ValueError(f"test_speakers {sorted(unknown)} not in the dataset's speakers {speakers}")
+        others = [s for s in speakers if s not in test_speakers]
+        if len(others) < 2:
+            raise ValueError(f"split='speaker' needs two speakers besides the test speakers, have {others}")
+        val_speaker = rng.choice(others)
+        pick = {"test": set(test_speakers), "val": {val_speaker}}
+        pick["train"] = set(others) - {val_speaker}
+        return {k: [f for f, s, _ in parsed if s in v] for k, v in pick.items()}
+    raise ValueError(f"split must be 'take' or 'speaker', got {split!r}")
+
+
+def folder_split(root, val_fraction: float = 0.06, test_fraction: float = 0.06) -> Dict[str, List[pathlib.Path]]:
+    """A folder of long recordings split by file in sorted order (as SaShiMi's YouTubeMix/Beethoven: first 88 %
+    train, then val, then test; at least one file each)."""
+    files = audio_files(root)
+    if len(files) < 3:
+        raise ValueError(f"{root}: a by-file split needs at least 3 audio files, found {len(files)}")
+    n_test = max(1, round(test_fraction * len(files)))
+    n_val = max(1, round(val_fraction * len(files)))
+    n_train = len(files) - n_val - n_test
+    return {"train": files[:n_train], "val": files[n_train:n_train + n_val], "test": files[n_train + n_val:]}
+
+
+# ---------------------------------------------------------------- LightningDataModules
+
+
+class _WaveformDataModule(L.LightningDataModule):
+    """Shared plumbing: file lists per split (from `_split`) -> decoded clips -> `CodeWindows` datasets.
+
+    Datasets are map-style, so under DDP Lightning's DistributedSampler shards them per rank, and a resumed run
+    sees the same data order for a given seed.
+    """
+
+    def __init__(self, sample_rate: int, window: int, quantization: str, require_rate: bool, batch_size: int,
+                 eval_batch_size: Optional[int], num_workers: int):
+        super().__init__()
+        self.sample_rate, self.window, self.quantization = sample_rate, window, quantization
+        self.require_rate, self.batch_size, self.num_workers = require_rate, batch_size, num_workers
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.splits: Dict[str, List[pathlib.Path]] = {}
+        self.datasets: Dict[str, CodeWindows] = {}
+
+    def _split(self) -> Dict[str, List[pathlib.Path]]:
+        raise NotImplementedError
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        self.splits = self._split()
+        for name, files in self.splits.items():
+            if not files:
+                raise ValueError(f"split {name!r} has no files")
+            clips = [load_codes(f, self.sample_rate, self.quantization, self.require_rate) for f in files]
+            self.datasets[name] = CodeWindows(clips, self.window)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                          shuffle=shuffle, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+
+class AudioFolderDataModule(_WaveformDataModule):
+    """A folder of WAV/FLAC files: `layout='sc09'` (label folders + validation/testing lists) or `layout='folder'`
+    (long recordings, split by file in sorted order, cut into windows)."""
+
+    def __init__(self, root: str, layout: str = "sc09", sample_rate: int = 16000, window: int = 16000,
+                 quantization: str = "mu-law", require_rate: bool = False, val_fraction: float = 0.06,
+                 test_fraction: float = 0.06, batch_size: int = 16, eval_batch_size: Optional[int] = None,
+                 num_workers: int = 0):
+        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers)
+        if layout not in ("sc09", "folder"):
+            raise ValueError(f"layout must be 'sc09' or 'folder', got {layout!r}")
+        self.root, self.layout = root, layout
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.save_hyperparameters()
+
+    def _split(self):
+        if self.layout == "sc09":
+            return sc09_split(self.root)
+        return folder_split(self.root, self.val_fraction, self.test_fraction)
+
+
+class FSDDDataModule(_WaveformDataModule):
+    """Free Spoken Digit Dataset at 8 kHz (`recordings/` folder): `split='take'` (official, takes 0-4 test) or
+    `split='speaker'`; validation picked with `seed` (recorded in the hyperparameters)."""
+
+    def __init__(self, root: str, split: str = "take", seed: int = 0, sample_rate: int = 8000, window: int = 8000,
+                 quantization: str = "mu-law", require_rate: bool = True, val_fraction: float = 0.1,
+                 test_speakers: Optional[List[str]] = None, batch_size: int = 16,
+                 eval_batch_size: Optional[int] = None, num_workers: int = 0):
+        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers)
+        self.root, self.split, self.seed = root, split, seed
+        self.val_fraction, self.test_speakers = val_fraction, test_speakers
+        self.save_hyperparameters()
+
+    def _split(self):
+        return fsdd_split(self.root, self.split, self.seed, self.val_fraction, self.test_speakers)
