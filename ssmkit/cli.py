@@ -45,11 +45,15 @@ def lightning_cli(args: Optional[List[str]]):
     from lightning.pytorch.cli import LightningCLI
 
     class SSMKitCLI(LightningCLI):
-        def _instantiate_trainer(self, config, callbacks):
-            has_bar = any(isinstance(c, ProgressBar) for c in callbacks + list(config.get("callbacks") or []))
-            if config.get("enable_progress_bar", True) is not False and not has_bar:
-                callbacks = callbacks + [RichProgressBar()]
-            return super()._instantiate_trainer(config, callbacks)
+        def instantiate_trainer(self, **kwargs):
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            trainer = config.get("trainer") or {}
+            configured = trainer.get("callbacks") or []
+            configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+            if trainer.get("enable_progress_bar", True) is not False and not any(
+                    isinstance(c, ProgressBar) for c in configured):
+                kwargs.setdefault("callbacks", configured + [RichProgressBar()])
+            return super().instantiate_trainer(**kwargs)
 
     return SSMKitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      args=args, save_config_kwargs={"overwrite": True}, parser_kwargs={"description": USAGE})
