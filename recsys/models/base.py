@@ -1,0 +1,111 @@
+"""What every sequential recommender shares: tied item embeddings (row 0 = padding), scores h . E^T over all
+items, RecBole's weight init, the position-wise feed-forward block, growing the item table for fine-tuning, and
+the streaming interface (`initial_state` / `step`) of the causal models."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+
+class FeedForward(nn.Module):
+    """RecBole / Mamba4Rec FFN: LN(x + Dropout(W2 Dropout(act(W1 x)))), inner size 4 d by default."""
+
+    def __init__(self, d_model: int, inner_size: Optional[int] = None, dropout: float = 0.2,
+                 activation: str = "gelu"):
+        super().__init__()
+        acts = {"gelu": nn.GELU, "hardswish": nn.Hardswish, "relu": nn.ReLU}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+        self.w_1 = nn.Linear(d_model, inner_size or 4 * d_model)
+        self.w_2 = nn.Linear(inner_size or 4 * d_model, d_model)
+        self.activation = acts[activation]()
+        self.dropout = nn.Dropout(dropout)
+        self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(self.w_2(self.dropout(self.activation(self.w_1(x)))))
+        return self.LayerNorm(h + x)
+
+
+def gather_last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D) -> x[b, lengths[b] - 1] (B, D): the read-out position of a right-padded history."""
+    index = (lengths.to(x.device).long() - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+    return x.gather(1, index).squeeze(1)
+
+
+def padding_mask(items: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool, True on real items."""
+    return items != 0
+
+
+class SequentialRecommender(nn.Module):
+    """Base class: subclasses build their layers after `super().__init__` and implement `encode`.
+
+    n_items: number of real items (ids 1..n_items); 0 lets the task size the table from the data. `spec()` gives
+    the constructor arguments, so a checkpoint can rebuild the model.
+    """
+
+    streamable = False
+
+    def __init__(self, n_items: int = 0, hidden_size: int = 64):
+        super().__init__()
+        if n_items < 0:
+            raise ValueError(f"n_items must be >= 0, got {n_items}")
+        self.n_items, self.hidden_size = n_items, hidden_size
+        self.item_embedding = nn.Embedding(n_items + 1, hidden_size, padding_idx=0)
+
+    def spec(self) -> Dict[str, Any]:
+        """Constructor arguments (with the current n_items) and the class path, to rebuild from a checkpoint."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        kwargs = {n: getattr(self, n) for n in names}
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": kwargs}
+
+    def init_weights(self) -> None:
+        """RecBole's init: Linear / Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0); parameters flagged
+        `_no_reinit` (Mamba's dt bias) keep their own init."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if isinstance(module, nn.Linear) and module.bias is not None \
+                        and not getattr(module.bias, "_no_reinit", False):
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
+        """items (B, L) right-padded, lengths (B,), times (B, L) seconds -> user representation (B, D)."""
+        raise NotImplementedError
+
+    def scores(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, n_items + 1) logits h . E^T (column 0 = padding; the task masks it)."""
+        return h @ self.item_embedding.weight.t()
+
+    def forward(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
+        return self.scores(self.encode(items, lengths, times))
+
+    def grow_items(self, n_items: int) -> None:
+        """Enlarge the item table to n_items real items; existing rows are kept exactly, new rows drawn N(0, 0.02)."""
+        if n_items < self.n_items:
+            raise ValueError(f"cannot shrink the item table from {self.n_items} to {n_items} items")
+        if n_items == self.n_items:
+            return
+        old = self.item_embedding.weight
+        table = nn.Embedding(n_items + 1, self.hidden_size, padding_idx=0, device=old.device, dtype=old.dtype)
+        nn.init.normal_(table.weight, 0.0, 0.02)
+        with torch.no_grad():
+            table.weight[: self.n_items + 1] = old
+        self.item_embedding, self.n_items = table, n_items
+
+    # streaming (causal models override)
+    def initial_state(self, batch_size: int) -> Tuple:
+        raise NotImplementedError(f"{type(self).__name__} cannot stream: it has no recurrent state")
+
+    def step(self, item: torch.Tensor, state: Tuple, time: Optional[torch.Tensor] = None):
+        """item (B,), time (B,) -> (user representation (B, D) after this interaction, new state)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream: it has no recurrent state")

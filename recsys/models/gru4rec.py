@@ -1,0 +1,46 @@
+"""GRU4Rec (Hidasi et al., ICLR 2016) as RecBole 1.2 builds it for CE training: item embedding -> dropout ->
+GRU (no bias) -> Linear(hidden -> embedding) at the last real position, CE over tied item embeddings.
+RecBole defaults: embedding 64, GRU hidden 128, 1 layer, dropout 0.3. Streams with `step` (one GRU step)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .base import SequentialRecommender, gather_last
+
+
+class GRU4Rec(SequentialRecommender):
+    """GRU session recommender; `step` equals re-encoding the whole history."""
+
+    streamable = True
+
+    def __init__(self, n_items: int = 0, hidden_size: int = 64, gru_size: int = 128, n_layers: int = 1,
+                 dropout: float = 0.3):
+        super().__init__(n_items, hidden_size)
+        self.gru_size, self.n_layers, self.dropout = gru_size, n_layers, dropout
+        self.emb_dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden_size, gru_size, n_layers, bias=False, batch_first=True)
+        self.dense = nn.Linear(gru_size, hidden_size)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """RecBole GRU4Rec: xavier-normal embedding, xavier-uniform GRU weights, default Linear."""
+        nn.init.xavier_normal_(self.item_embedding.weight)
+        for p in self.gru.parameters():
+            nn.init.xavier_uniform_(p)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
+        out, _ = self.gru(self.emb_dropout(self.item_embedding(items)))
+        return gather_last(self.dense(out), lengths)
+
+    def initial_state(self, batch_size: int) -> Tuple[torch.Tensor]:
+        w = self.dense.weight
+        return (w.new_zeros(self.n_layers, batch_size, self.gru_size),)
+
+    def step(self, item: torch.Tensor, state: Tuple[torch.Tensor], time: Optional[torch.Tensor] = None):
+        out, h = self.gru(self.emb_dropout(self.item_embedding(item)).unsqueeze(1), state[0])
+        return self.dense(out[:, 0]), (h,)
