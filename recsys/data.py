@@ -354,9 +354,9 @@ class SequentialDataModule(L.LightningDataModule):
         return save_item_map(self.item_ids, path)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=collate_trimmed, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        size = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(self.datasets[split], batch_size=size, shuffle=shuffle, collate_fn=collate_trimmed,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
