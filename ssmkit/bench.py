@@ -10,10 +10,15 @@ BENCH_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def main(argv: List[str]) -> int:
-    names = sorted(p.stem for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    if not BENCH_DIR.is_dir():
+        print("ssmkit bench: the benchmarks are not installed with the package; they run from a source checkout.\n"
+              f"  (looked for {BENCH_DIR})\n"
+              "  git clone the ssmkit repository, `pip install -e \".[all]\"` inside it, then run\n"
+              "  `ssmkit bench NAME` or `python benchmarks/NAME.py` there.", file=sys.stderr)
+        return 2
+    names = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
     if not argv or argv[0] not in names:
-        where = f"benchmarks in {BENCH_DIR}: {', '.join(names)}" if names else f"no benchmarks/ folder at {BENCH_DIR}"
-        print(f"usage: ssmkit bench NAME [flags]  ({where})", file=sys.stderr)
+        print(f"usage: ssmkit bench NAME [flags]  (benchmarks in {BENCH_DIR}: {', '.join(names)})", file=sys.stderr)
         return 2
     path = BENCH_DIR / f"{argv[0]}.py"
     sys.argv = [str(path), *argv[1:]]
