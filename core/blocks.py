@@ -1,51 +1,24 @@
-"""Norms, the pre-norm residual block and a block stack with embedding and head that any mixer can fill.
+"""Residual blocks and a block stack with embedding and head that any mixer can fill.
 
-Names follow mamba_ssm (`backbone.embedding`, `backbone.layers.{i}.mixer`, `.norm`, `backbone.norm_f`,
-`lm_head`) so its language-model checkpoints map onto `SequenceModel` key for key.
+`Block`, `Backbone`, `SequenceModel`: names follow mamba_ssm (`backbone.embedding`, `backbone.layers.{i}.mixer`,
+`.norm`, `backbone.norm_f`, `lm_head`) so its language-model checkpoints map onto `SequenceModel` key for key.
+`xLSTMBlock` (`mLSTMBlock`, `sLSTMBlock`): xLSTM's norm-then-add block with its names (`xlstm_norm`, `xlstm`,
+`ffn_norm`, `ffn`) around an mLSTM / sLSTM mixer, so xLSTM checkpoints load by name.
+The norms themselves live in `ssmkit.core.norms` (re-exported here).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .init import to_factory
+from .layers.xlstm import FeedForward, LayerNorm, mLSTM, sLSTM
+from .norms import RMSNorm, RMSNormGated
 
-class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in fp32, returned in x's dtype."""
-
-    def __init__(self, d: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(y.dtype)).to(x.dtype)
-
-
-class RMSNormGated(nn.Module):
-    """Mamba-2's gated RMSNorm: norm(x * silu(z)) (or norm(x) * silu(z)), per group of `group_size` channels."""
-
-    def __init__(self, d: int, eps: float = 1e-5, norm_before_gate: bool = False, group_size: Optional[int] = None):
-        super().__init__()
-        self.eps, self.norm_before_gate = eps, norm_before_gate
-        self.group_size = group_size or d
-        if d % self.group_size:
-            raise ValueError(f"group_size={group_size} must divide d={d}")
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        if z is not None and not self.norm_before_gate:
-            xf = xf * F.silu(z.to(xf.dtype))
-        g = xf.unflatten(-1, (-1, self.group_size))
-        y = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(xf.dtype)
-        if z is not None and self.norm_before_gate:
-            y = y * F.silu(z.to(y.dtype))
-        return y.to(x.dtype)
+__all__ = ["Block", "Backbone", "SequenceModel", "RMSNorm", "RMSNormGated", "xLSTMBlock", "mLSTMBlock",
+           "sLSTMBlock"]
 
 
 class Block(nn.Module):
@@ -156,3 +129,62 @@ class SequenceModel(nn.Module):
             new_state.append(s)
         residual = hidden if residual is None else residual + hidden
         return self.lm_head(self.backbone.norm_f(residual.to(self.backbone.norm_f.weight.dtype))), new_state
+
+
+class xLSTMBlock(nn.Module):
+    """xLSTM's residual block: x + drop(mixer(xlstm_norm(x))), then x + drop(ffn(ffn_norm(x))) when `ffn` is given.
+
+    `forward(x, state=None, return_state=False)`, `initial_state` and `step` pass the mixer's state through.
+    """
+
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: Optional[nn.Module] = None, dropout: float = 0.0):
+        super().__init__()
+        self.d_model = d_model
+        self.xlstm_norm = LayerNorm(d_model)
+        self.xlstm = mixer
+        if ffn is not None:
+            self.ffn_norm = LayerNorm(d_model)
+            self.ffn = ffn
+        else:
+            self.ffn_norm = self.ffn = None
+        self.dropout = nn.Dropout(dropout)
+
+    def _ffn(self, x):
+        return x if self.ffn is None else x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False):
+        """x (B, L, d_model) -> same shape; with `return_state`, (y, the mixer's state)."""
+        out = self.xlstm(self.xlstm_norm(x), state=state, return_state=return_state)
+        y, state = out if return_state else (out, None)
+        y = self._ffn(x + self.dropout(y))
+        return (y, state) if return_state else y
+
+    def initial_state(self, batch_size: int):
+        return self.xlstm.initial_state(batch_size)
+
+    def step(self, x_t: torch.Tensor, state) -> Tuple[torch.Tensor, object]:
+        """x_t (B, d_model) -> (y_t (B, d_model), new state)."""
+        y, state = self.xlstm.step(self.xlstm_norm(x_t), state)
+        return self._ffn(x_t + self.dropout(y)), state
+
+
+class mLSTMBlock(xLSTMBlock):
+    """mLSTM block: x + mLSTM(LayerNorm(x)); the keyword arguments are `ssmkit.core.layers.mLSTM`'s."""
+
+    def __init__(self, d_model: int, num_heads: int = 4, proj_factor: float = 2.0, conv1d_kernel_size: int = 4,
+                 qkv_proj_blocksize: int = 4, bias: bool = False, dropout: float = 0.0, mode: str = "chunkwise",
+                 chunk_size: int = 64, num_blocks: int = 1, device=None, dtype=None):
+        mixer = mLSTM(d_model, num_heads, proj_factor, conv1d_kernel_size, qkv_proj_blocksize, bias, mode,
+                      chunk_size, num_blocks)
+        super().__init__(d_model, mixer, dropout=dropout)
+        to_factory(self, device, dtype)
+
+
+class sLSTMBlock(xLSTMBlock):
+    """sLSTM block: x + sLSTM(LayerNorm(x)), then x + FeedForward(LayerNorm(x)) (GLU, xLSTM's `ffn`)."""
+
+    def __init__(self, d_model: int, num_heads: int = 4, conv1d_kernel_size: int = 4, ffn_proj_factor: float = 1.3,
+                 dropout: float = 0.0, num_blocks: int = 1, device=None, dtype=None):
+        mixer = sLSTM(d_model, num_heads, conv1d_kernel_size)
+        super().__init__(d_model, mixer, FeedForward(d_model, ffn_proj_factor, num_blocks), dropout)
+        to_factory(self, device, dtype)

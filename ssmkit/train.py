@@ -21,28 +21,37 @@ def seed(value: int = 0) -> int:
 
 
 def no_weight_decay_names(model: nn.Module) -> set:
-    """Parameters that get no weight decay: biases, norm/1-D weights, those flagged `_no_weight_decay`, and
-    names listed by any submodule's timm-style `no_weight_decay()`."""
+    """Parameters that get no weight decay: biases, norm/1-D weights, those whose optimiser hint
+    (`p._optim`, see `ssmkit.core.init.set_optim`) sets weight_decay 0, and names listed by any submodule's
+    timm-style `no_weight_decay()`."""
     names = set()
     for prefix, module in model.named_modules():
         listed = getattr(module, "no_weight_decay", None)
         if callable(listed):
             names |= {f"{prefix}.{n}" if prefix else n for n in listed()}
     for name, p in model.named_parameters():
-        if p.ndim < 2 or getattr(p, "_no_weight_decay", False):
+        if p.ndim < 2 or getattr(p, "_optim", {}).get("weight_decay", None) == 0.0:
             names.add(name)
     return names
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Two optimiser groups: with and without weight decay (see `no_weight_decay_names`)."""
+    """Optimiser groups: with weight decay, without (see `no_weight_decay_names`), then one group per other
+    setting that parameters' hints `p._optim` ask for (e.g. S4's {"weight_decay": 0.0, "lr": 1e-3}).
+
+    A hint's keys override the defaults for its parameter; a group without "lr" takes the optimiser's lr.
+    Frozen parameters are left out.
+    """
     skip = no_weight_decay_names(model)
-    decay, no_decay = [], []
+    groups: Dict[tuple, Dict] = {(("weight_decay", float(weight_decay)),): {"params": [], "weight_decay": weight_decay},
+                                 (("weight_decay", 0.0),): {"params": [], "weight_decay": 0.0}}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if name in skip else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay},
-                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        if not p.requires_grad:
+            continue
+        settings = {"weight_decay": 0.0 if name in skip else float(weight_decay), **getattr(p, "_optim", {})}
+        key = tuple(sorted(settings.items()))
+        groups.setdefault(key, {"params": [], **settings})["params"].append(p)
+    return [g for g in groups.values() if g["params"]]
 
 
 def warmup_then(schedule: Optional[str], warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):

@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d
 from ..ops.selective_scan import selective_scan
-from .mamba import Mamba, state_dtype
+from .mamba import Mamba
 
 VARIANTS = ("v2", "caduceus", "smamba")
 STRATEGIES = ("add", "ew_multiply")

@@ -20,9 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.chimera2d import selective_scan_2d
-from .mamba import init_dt_bias, state_dtype
 
 DEFAULT_DT_RANGES = ((0.001, 0.01), (0.01, 0.1))
 
@@ -54,7 +55,8 @@ class Chimera2DSSM(nn.Module):
         self.A_logs = nn.Parameter(torch.log(A))                                # (K, 2, d_inner, N): A1, A4
         self.couplings = nn.Parameter(torch.full((K, 2, d_inner, N), float(coupling_init)))  # rho2, rho3
         self.Ds = nn.Parameter(torch.ones(K, d_inner))
-        self.A_logs._no_weight_decay = self.Ds._no_weight_decay = True
+        set_optim(self.A_logs, weight_decay=0.0)
+        set_optim(self.Ds, weight_decay=0.0)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
 from ..ops._checks import check_tensor
 from ..ops.convssm import convssm_scan
-from .mamba import state_dtype
 
 CLIP_RE = -1e-4
 

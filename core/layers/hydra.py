@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import RMSNormGated
+from ..norms import RMSNormGated
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.ssd import ssd
-from .mamba import init_dt_bias, state_dtype
 from .mamba2 import CPU_CHUNK, CUDA_CHUNK
 
 
@@ -70,11 +71,10 @@ class Hydra(nn.Module):
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
         self.dt_bias = nn.Parameter(init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor))
-        self.dt_bias._no_weight_decay = True
         self.A_log = nn.Parameter(torch.zeros(self.nheads))               # A = -1 for every head
-        self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.nheads))
-        self.D._no_weight_decay = True
+        for p in (self.dt_bias, self.A_log, self.D):
+            set_optim(p, weight_decay=0.0)
         self.fc_D = nn.Linear(self.d_inner, self.nheads, bias=False)
         self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=True)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)

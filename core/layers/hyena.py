@@ -3,16 +3,19 @@
 in_proj to 3 branches (x0, x1, v) -> short causal depthwise conv (k=3) -> v = v * x1 -> long conv with an
 implicit filter h + per-channel bias skip -> y = out_proj(v * x0). The filter is an MLP with Sin
 activations (one learnable frequency vector shared by all layers) over positional features
-[t, Re/Im exp(-i f 2 pi k / L)], times an exponential decay window. Filter MLP parameters are exposed
-through `filter_parameters()` for their own optimiser group (no weight decay).
+[t, Re/Im exp(-i f 2 pi k / L)], times an exponential decay window. As in HyenaDNA, the filter MLP's parameters
+(Sin frequencies included) carry the optimiser hint `_optim = {"weight_decay": 0.0[, "lr": filter_lr]}`
+(`ssmkit.core.init.set_optim`; filter_lr=None keeps the task's lr).
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
+from ..init import set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.fft_conv import fft_conv
 
@@ -63,7 +66,7 @@ class HyenaFilter(nn.Module):
     """Implicit long filter: (L,) positions -> (L, d_model) kernel; `bias` is the per-channel skip."""
 
     def __init__(self, d_model: int, l_max: int, emb_dim: int = 5, filter_order: int = 64, num_inner_mlps: int = 2,
-                 w: float = 10.0):
+                 w: float = 10.0, lr: Optional[float] = None):
         super().__init__()
         if emb_dim < 3 or emb_dim % 2 == 0:
             raise ValueError(f"emb_dim must be odd and >= 3 (time, cosine and sine features), got {emb_dim}")
@@ -75,6 +78,8 @@ class HyenaFilter(nn.Module):
             layers += [nn.Linear(filter_order, filter_order), act]
         layers.append(nn.Linear(filter_order, d_model, bias=False))
         self.implicit_filter = nn.Sequential(*layers)
+        for p in self.implicit_filter.parameters():
+            set_optim(p, weight_decay=0.0, lr=lr)
         self.modulation = ExponentialModulation(d_model)
 
     def filter(self, L: int) -> torch.Tensor:
@@ -87,19 +92,17 @@ class Hyena(nn.Module):
     """HyenaDNA's order-2 Hyena operator: (B, L, d_model) -> (B, L, d_model), causal, L <= l_max."""
 
     def __init__(self, d_model: int, l_max: int, filter_order: int = 64, emb_dim: int = 5, w: float = 10.0,
-                 short_filter_order: int = 3, dropout: float = 0.0):
+                 short_filter_order: int = 3, dropout: float = 0.0, filter_lr: Optional[float] = None,
+                 device=None, dtype=None):
         super().__init__()
         self.d_model, self.l_max = d_model, l_max
         inner = 3 * d_model
         self.in_proj = nn.Linear(d_model, inner)
         self.out_proj = nn.Linear(d_model, d_model)
         self.short_filter = nn.Conv1d(inner, inner, short_filter_order, padding=short_filter_order - 1, groups=inner)
-        self.filter_fn = HyenaFilter(d_model, l_max, emb_dim, filter_order, w=w)
+        self.filter_fn = HyenaFilter(d_model, l_max, emb_dim, filter_order, w=w, lr=filter_lr)
         self.dropout = nn.Dropout(dropout)
-
-    def filter_parameters(self):
-        """Parameters of the implicit filter MLP (incl. Sin frequencies): train them without weight decay."""
-        return list(self.filter_fn.implicit_filter.parameters())
+        to_factory(self, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, (None, None, self.d_model))

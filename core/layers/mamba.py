@@ -12,25 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.selective_scan import selective_scan
 
 State = Tuple[torch.Tensor, torch.Tensor]  # (conv_state (B, d_inner, d_conv - 1), ssm_state (B, d_inner, d_state))
-
-
-def state_dtype(x: torch.Tensor) -> torch.dtype:
-    """States and scan parameters are fp32, or fp64 when the input is fp64."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def init_dt_bias(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:
-    """Inverse softplus of dt drawn log-uniformly in [dt_min, dt_max] (floored), as mamba_ssm initialises it."""
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    dt = dt.clamp(min=dt_init_floor)
-    return dt + torch.log(-torch.expm1(-dt))
 
 
 class Mamba(nn.Module):
@@ -57,9 +45,9 @@ class Mamba(nn.Module):
         self.dt_proj.bias._no_reinit = True
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self.D._no_weight_decay = True
+        set_optim(self.A_log, weight_decay=0.0)
+        set_optim(self.D, weight_decay=0.0)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def _ssm_params(self, x: torch.Tensor):

@@ -12,11 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import RMSNormGated
+from ..norms import RMSNormGated
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.ssd import prepare_dt, ssd
-from .mamba import init_dt_bias, state_dtype
 
 State = Tuple[torch.Tensor, torch.Tensor]  # (conv_state (B, conv_dim, d_conv - 1), ssm_state (B, H, P, N))
 CPU_CHUNK, CUDA_CHUNK = 64, 256  # fastest chunk sizes of the torch path on CPU / of mamba_ssm on CUDA
@@ -57,12 +58,11 @@ class Mamba2(nn.Module):
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
         self.dt_bias = nn.Parameter(init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor))
-        self.dt_bias._no_weight_decay = True
         A = torch.empty(self.nheads).uniform_(*A_init_range)
         self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads))
-        self.D._no_weight_decay = True
+        for p in (self.dt_bias, self.A_log, self.D):
+            set_optim(p, weight_decay=0.0)
         if rmsnorm:
             self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
                                      group_size=self.d_ssm // ngroups)

@@ -1,7 +1,8 @@
 """S4D and S4 (DPLR) layers: an SSM convolution kernel applied by FFT, D skip, GELU, then Linear + GLU.
 
-Parameter names follow state-spaces/s4 (`models/s4/s4d.py` for S4D, `SSMKernelDPLR` for S4), so the
-SSM parameters can be given their own optimiser group (`ssm_parameters()`: lr ~1e-3, no weight decay).
+Parameter names follow state-spaces/s4 (`models/s4/s4d.py` for S4D, `SSMKernelDPLR` for S4), and so do the
+optimiser hints: the SSM parameters (dt, A, and B, P for S4) carry `_optim = {"weight_decay": 0.0, "lr": lr}`
+(lr 1e-3 by default, None keeps the task's lr; see `ssmkit.core.init.set_optim`); C trains as a regular weight.
 `forward` convolves (training); `step` runs the same system as a recurrence (generation).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..init import set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.fft_conv import fft_conv
 from ..ops.s4_kernels import dplr_discretize, dplr_kernel, s4d_discretize, s4d_kernel
@@ -95,7 +97,8 @@ class _SSMConv(nn.Module):
 class S4DKernel(nn.Module):
     """Diagonal SSM parameters (s4d.py names): log_dt (H,), C (H, N/2, 2) real view, log_A_real, A_imag."""
 
-    def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 lr: Optional[float] = 1e-3):
         super().__init__()
         n_half = _half_state(d_state)
         n = torch.arange(n_half, dtype=torch.float32)
@@ -109,6 +112,8 @@ class S4DKernel(nn.Module):
         self.C = nn.Parameter(torch.view_as_real(torch.randn(d_model, n_half, dtype=torch.cfloat)))
         self.log_A_real = nn.Parameter(torch.full((d_model, n_half), math.log(0.5)))
         self.A_imag = nn.Parameter(imag.repeat(d_model, 1))
+        for p in (self.log_dt, self.log_A_real, self.A_imag):
+            set_optim(p, weight_decay=0.0, lr=lr)
 
     def params(self):
         """(dt (H,), A (H, N/2), B = 1, C (H, N/2)) as used by the S4D kernel ops."""
@@ -124,14 +129,11 @@ class S4D(_SSMConv):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, init: str = "lin", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, dropout: float = 0.0):
+                 dt_max: float = 1e-1, dropout: float = 0.0, lr: Optional[float] = 1e-3, device=None, dtype=None):
         super().__init__(d_model, dropout)
         self.D = nn.Parameter(torch.randn(d_model))
-        self.kernel = S4DKernel(d_model, d_state, init, dt_min, dt_max)
-
-    def ssm_parameters(self):
-        """The SSM parameters (dt, A, C): give them their own optimiser group (lr 1e-3, no weight decay)."""
-        return list(self.kernel.parameters())
+        self.kernel = S4DKernel(d_model, d_state, init, dt_min, dt_max, lr)
+        to_factory(self, device, dtype)
 
     def conv_kernel(self, L: int) -> torch.Tensor:
         return s4d_kernel(*self.kernel.params(), L)
@@ -162,7 +164,7 @@ class S4Kernel(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, n_ssm: Optional[int] = None, rank: int = 1,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, lr: Optional[float] = 1e-3):
         super().__init__()
         n_half = _half_state(d_state)
         n_ssm = d_model if n_ssm is None else n_ssm
@@ -180,6 +182,8 @@ class S4Kernel(nn.Module):
         self.B = nn.Parameter(torch.view_as_real(B.to(torch.cfloat).repeat(n_ssm, 1)).contiguous())
         self.P = nn.Parameter(torch.view_as_real(P.to(torch.cfloat)[:, None].repeat(1, n_ssm, 1)).contiguous())
         self.C = nn.Parameter(torch.view_as_real(torch.randn(1, d_model, n_half, dtype=torch.cfloat)))
+        for p in (self.inv_dt, self.A_real, self.A_imag, self.B, self.P):
+            set_optim(p, weight_decay=0.0, lr=lr)
 
     def params(self):
         """(dt (H,), Lambda (H, N/2), P (R, H, N/2), B (H, N/2), C (H, N/2)) for the DPLR kernel ops."""
@@ -196,14 +200,12 @@ class S4(_SSMConv):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, n_ssm: Optional[int] = None, rank: int = 1,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, dropout: float = 0.0):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, dropout: float = 0.0, lr: Optional[float] = 1e-3,
+                 device=None, dtype=None):
         super().__init__(d_model, dropout)
         self.D = nn.Parameter(torch.randn(1, d_model))
-        self.kernel = S4Kernel(d_model, d_state, n_ssm, rank, dt_min, dt_max)
-
-    def ssm_parameters(self):
-        """The SSM parameters (dt, Lambda, P, B, C): their own optimiser group (lr 1e-3, no weight decay)."""
-        return list(self.kernel.parameters())
+        self.kernel = S4Kernel(d_model, d_state, n_ssm, rank, dt_min, dt_max, lr)
+        to_factory(self, device, dtype)
 
     def conv_kernel(self, L: int) -> torch.Tensor:
         return dplr_kernel(*self.kernel.params(), L)

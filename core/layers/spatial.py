@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.scan_states import selective_scan_states
-from .mamba import init_dt_bias, state_dtype
 
 
 class StateFusion(nn.Module):
@@ -69,7 +70,8 @@ class StructureAwareSSM(nn.Module):
         self.dt_projs_bias._no_reinit = True
         self.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)))
         self.Ds = nn.Parameter(torch.ones(d_inner))
-        self.A_logs._no_weight_decay = self.Ds._no_weight_decay = True
+        set_optim(self.A_logs, weight_decay=0.0)
+        set_optim(self.Ds, weight_decay=0.0)
         self.state_fusion = StateFusion(d_inner, dilations)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)

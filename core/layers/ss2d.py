@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
+from ..init import init_dt_bias, set_optim
 from ..ops._checks import check_tensor
 from ..ops.scan2d import cross_merge, cross_scan, route
 from ..ops.selective_scan import selective_scan
-from .mamba import init_dt_bias, state_dtype
 
 VMAMBA_ROUTES = ("raster", "column", "raster_reversed", "column_reversed")
 FORWARD_TYPES = ("v0", "v05_noz")
@@ -54,7 +55,8 @@ class RouteScan(nn.Module):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(K * d_inner, 1)
         self.A_logs = nn.Parameter(torch.log(A))
         self.Ds = nn.Parameter(torch.ones(K * d_inner))
-        self.A_logs._no_weight_decay = self.Ds._no_weight_decay = True
+        set_optim(self.A_logs, weight_decay=0.0)
+        set_optim(self.Ds, weight_decay=0.0)
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, H, W, d_inner) -> (B, K, H*W, d_inner): route k's selective scan, in route k's order."""

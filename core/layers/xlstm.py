@@ -1,23 +1,44 @@
-"""mLSTM and sLSTM residual blocks in the xLSTM layout (NX-AI/xlstm `xLSTMBlock`), with `step` for decoding.
+"""mLSTM and sLSTM mixers in the xLSTM layout (NX-AI/xlstm `mLSTMLayer` / `sLSTMLayer`), with `step` for decoding.
 
-mLSTM block: x + proj_down(((mLSTM(q, k, v) -> head norm) + skip * conv) * silu(z)), where the pre-normed
-input is up-projected to (x_m, z), x_m goes through a causal depthwise conv + SiLU to give q, k (v from x_m),
-and the gates read [q, k, v]. sLSTM block: x + group-norm(sLSTM(...)), then x + GLU feed-forward.
-Parameter names and shapes follow xLSTM, so its checkpoints load with the key prefix `xlstm.` kept.
-These are whole residual blocks: stack them directly.
+mLSTM mixer: proj_down(((mLSTM(q, k, v) -> head norm) + skip * conv) * silu(z)), where the input is up-projected
+to (x_m, z), x_m goes through a causal depthwise conv + SiLU to give q, k (v from x_m), and the gates read
+[q, k, v]. sLSTM mixer: causal conv + SiLU feeds the i, f gates, z and o read the input; sLSTM cell; head norm.
+The residual blocks around them (pre-norm, residual, the sLSTM feed-forward) are `ssmkit.core.blocks.mLSTMBlock`
+and `sLSTMBlock`; with them, parameter names and shapes follow xLSTM, so its checkpoints load by name.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..init import to_factory
 from ..ops._checks import check_tensor
+from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_step, mlstm_zero_state, slstm, slstm_step,
                          slstm_zero_state)
+
+
+class mLSTMState(NamedTuple):
+    """State of `mLSTM`: conv window (B, inner, K-1) of past inputs (their dtype) and the matrix memory
+    C (B, NH, DH, DH), n (B, NH, DH), m (B, NH) (fp32, fp64 for fp64)."""
+    conv: torch.Tensor
+    C: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
+
+
+class sLSTMState(NamedTuple):
+    """State of `sLSTM`: conv window (B, d_model, K-1) of past inputs (their dtype) and the cell state
+    y, c, n, m, each (B, NH, DH) (fp32, fp64 for fp64)."""
+    conv: torch.Tensor
+    y: torch.Tensor
+    c: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
 
 
 def _round_up(x: float, multiple: int = 64) -> int:
@@ -67,22 +88,23 @@ class HeadwiseLinear(nn.Module):
 
 
 class CausalConv1d(nn.Module):
-    """Depthwise causal conv (`conv.weight` (D, 1, K), `conv.bias` (D,)) on (B, L, D), and its one-step form."""
+    """Depthwise causal conv on (B, L, D) by the `causal_conv1d` op, with xLSTM's names (`conv.weight` (D, 1, K),
+    `conv.bias` (D,)); the window of past inputs is (B, D, K-1) as the op takes it."""
 
     def __init__(self, dim: int, kernel_size: int):
         super().__init__()
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=dim)
 
-    def forward(self, x):
-        u = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))
-        return self.conv(u).transpose(1, 2)
+    def forward(self, x, window=None, return_window=False):
+        out = causal_conv1d(x.transpose(1, 2), self.conv.weight[:, 0], self.conv.bias, initial_state=window,
+                            return_final_state=return_window)
+        y, window = out if return_window else (out, None)
+        return (y.transpose(1, 2), window) if return_window else y.transpose(1, 2)
 
     def step(self, x_t, window):
-        """x_t (B, D), window (B, K-1, D) of previous inputs -> (y_t (B, D), new window)."""
-        full = torch.cat([window, x_t.unsqueeze(1)], dim=1)  # (B, K, D)
-        y = torch.einsum("bkd,dk->bd", full, self.conv.weight[:, 0]) + self.conv.bias
-        return y, full[:, 1:]
+        """x_t (B, D), window (B, D, K-1) -> (y_t (B, D), new window)."""
+        return causal_conv1d_update(x_t, window, self.conv.weight[:, 0], self.conv.bias)
 
 
 class mLSTMCell(nn.Module):
@@ -105,15 +127,23 @@ class mLSTMCell(nn.Module):
         return self.igate(qkv), self.fgate(qkv)
 
 
-class mLSTMLayer(nn.Module):
-    """The mLSTM mixer of an xLSTM block (without its pre-norm and residual)."""
+class mLSTM(nn.Module):
+    """The mLSTM mixer of an xLSTM block (B, L, d_model) -> (B, L, d_model), without its pre-norm and residual.
 
-    def __init__(self, d_model, num_heads, proj_factor, conv1d_kernel_size, qkv_proj_blocksize, bias, num_blocks):
+    mode 'chunkwise' (default, O(L chunk_size)) or 'parallel' (O(L^2)); `step` runs the recurrent form.
+    """
+
+    def __init__(self, d_model: int, num_heads: int = 4, proj_factor: float = 2.0, conv1d_kernel_size: int = 4,
+                 qkv_proj_blocksize: int = 4, bias: bool = False, mode: str = "chunkwise", chunk_size: int = 64,
+                 num_blocks: int = 1, device=None, dtype=None):
         super().__init__()
+        if mode not in ("chunkwise", "parallel"):
+            raise ValueError(f"mode must be 'chunkwise' or 'parallel', got {mode!r}")
         inner = _round_up(proj_factor * d_model)
         if inner % num_heads or inner % qkv_proj_blocksize:
             raise ValueError(f"inner size {inner} must be divisible by num_heads ({num_heads}) "
                              f"and qkv_proj_blocksize ({qkv_proj_blocksize})")
+        self.d_model, self.mode, self.chunk_size = d_model, mode, chunk_size
         self.inner, self.num_heads = inner, num_heads
         self.proj_up = nn.Linear(d_model, 2 * inner, bias=bias)
         self.q_proj = HeadwiseLinear(inner, inner // qkv_proj_blocksize)
@@ -130,6 +160,7 @@ class mLSTMLayer(nn.Module):
         for lin in (self.proj_up, self.proj_down):
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
+        to_factory(self, device, dtype)
 
     def _heads(self, t):  # (..., inner) -> (..., NH, DH)
         return t.view(*t.shape[:-1], self.num_heads, -1)
@@ -143,65 +174,43 @@ class mLSTMLayer(nn.Module):
         h = self.mlstm_cell.outnorm(h) + self.learnable_skip * x_conv
         return self.proj_down(h * F.silu(z))
 
-    def forward(self, x, mode, chunk_size):
+    def forward(self, x: torch.Tensor, state: Optional[mLSTMState] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, mLSTMState) to continue."""
+        check_tensor("x", x, (None, None, self.d_model))
         x_m, z = self.proj_up(x).split(self.inner, dim=-1)
-        x_conv = F.silu(self.conv1d(x_m))
+        conv, window = self.conv1d(x_m, None if state is None else state.conv, True)
+        x_conv = F.silu(conv)
         q, k, v, i, f = self._project(x_m, x_conv)
         to_op = lambda t: self._heads(t).transpose(1, 2)  # (B, S, inner) -> (B, NH, S, DH)
         args = (to_op(q), to_op(k), to_op(v), i.transpose(1, 2), f.transpose(1, 2))
-        if mode == "parallel":
-            h = mlstm_parallel(*args)
+        memory = None if state is None else (state.C, state.n, state.m)
+        if self.mode == "parallel":
+            h, (C, n, m) = mlstm_parallel(*args, initial_state=memory, return_final_state=True)
         else:
-            h = mlstm_chunkwise(*args, chunk_size=chunk_size)
-        return self._output(h.transpose(1, 2), x_conv, z)
+            h, (C, n, m) = mlstm_chunkwise(*args, chunk_size=self.chunk_size, initial_state=memory,
+                                           return_final_state=True)
+        y = self._output(h.transpose(1, 2), x_conv, z)
+        return (y, mLSTMState(window, C, n, m)) if return_state else y
 
-    def step(self, x_t, state):
+    def initial_state(self, batch_size: int) -> mLSTMState:
+        """Empty state: zero conv window and memory (C, n, m) = (0, 0, 0)."""
+        w = self.proj_up.weight
+        dh = self.inner // self.num_heads
+        C, n, m = mlstm_zero_state(batch_size, self.num_heads, dh, dh, torch.promote_types(w.dtype, torch.float32),
+                                   w.device)
+        window = torch.zeros(batch_size, self.inner, self.conv1d.kernel_size - 1, dtype=w.dtype, device=w.device)
+        return mLSTMState(window, C, n, m)
+
+    def step(self, x_t: torch.Tensor, state: mLSTMState) -> Tuple[torch.Tensor, mLSTMState]:
+        """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
+        check_tensor("x_t", x_t, (None, self.d_model))
         x_m, z = self.proj_up(x_t).split(self.inner, dim=-1)
-        conv_out, window = self.conv1d.step(x_m, state["conv"])
+        conv_out, window = self.conv1d.step(x_m, state.conv)
         x_conv = F.silu(conv_out)
         q, k, v, i, f = self._project(x_m, x_conv)
         h, (C, n, m) = mlstm_step(self._heads(q), self._heads(k), self._heads(v), i, f,
-                                  (state["C"], state["n"], state["m"]))
-        return self._output(h.to(x_t.dtype), x_conv, z), {"conv": window, "C": C, "n": n, "m": m}
-
-
-class mLSTM(nn.Module):
-    """mLSTM block: x + mLSTMLayer(LayerNorm(x)); (B, L, d_model) -> (B, L, d_model).
-
-    mode 'chunkwise' (default, O(L chunk_size)) or 'parallel' (O(L^2)); `step` runs the recurrent form.
-    """
-
-    def __init__(self, d_model: int, num_heads: int = 4, proj_factor: float = 2.0, conv1d_kernel_size: int = 4,
-                 qkv_proj_blocksize: int = 4, bias: bool = False, dropout: float = 0.0, mode: str = "chunkwise",
-                 chunk_size: int = 64, num_blocks: int = 1):
-        super().__init__()
-        if mode not in ("chunkwise", "parallel"):
-            raise ValueError(f"mode must be 'chunkwise' or 'parallel', got {mode!r}")
-        self.d_model, self.mode, self.chunk_size = d_model, mode, chunk_size
-        self.xlstm_norm = LayerNorm(d_model)
-        self.xlstm = mLSTMLayer(d_model, num_heads, proj_factor, conv1d_kernel_size, qkv_proj_blocksize, bias,
-                                num_blocks)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x, (None, None, self.d_model))
-        return x + self.dropout(self.xlstm(self.xlstm_norm(x), self.mode, self.chunk_size))
-
-    def initial_state(self, batch_size: int) -> Dict[str, torch.Tensor]:
-        """Empty state: conv window (B, K-1, inner) and memory C (B, NH, DH, DH), n (B, NH, DH), m (B, NH)."""
-        layer = self.xlstm
-        w = layer.proj_up.weight
-        dh = layer.inner // layer.num_heads
-        C, n, m = mlstm_zero_state(batch_size, layer.num_heads, dh, dh,
-                                   torch.promote_types(w.dtype, torch.float32), w.device)
-        window = torch.zeros(batch_size, layer.conv1d.kernel_size - 1, layer.inner, dtype=w.dtype, device=w.device)
-        return {"conv": window, "C": C, "n": n, "m": m}
-
-    def step(self, x_t: torch.Tensor, state: Dict[str, torch.Tensor]):
-        """x_t (B, d_model) -> (y_t (B, d_model), new state)."""
-        check_tensor("x_t", x_t, (None, self.d_model))
-        y, state = self.xlstm.step(self.xlstm_norm(x_t), state)
-        return x_t + self.dropout(y), state
+                                  (state.C, state.n, state.m))
+        return self._output(h.to(x_t.dtype), x_conv, z), mLSTMState(window, C, n, m)
 
 
 class sLSTMCell(nn.Module):
@@ -233,14 +242,15 @@ class FeedForward(nn.Module):
         return self.proj_down(F.gelu(gate) * up)
 
 
-class sLSTMLayer(nn.Module):
-    """The sLSTM mixer: causal conv + SiLU feeds the i, f gates; z, o read the input directly."""
+class sLSTM(nn.Module):
+    """The sLSTM mixer of an xLSTM block (B, L, d_model) -> (B, L, d_model), without pre-norm, residual and
+    feed-forward: causal conv + SiLU feeds the i, f gates; z, o read the input directly; head-wise group norm."""
 
-    def __init__(self, d_model: int, num_heads: int, conv1d_kernel_size: int):
+    def __init__(self, d_model: int, num_heads: int = 4, conv1d_kernel_size: int = 4, device=None, dtype=None):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
-        self.num_heads = num_heads
+        self.d_model, self.num_heads = d_model, num_heads
         self.conv1d = CausalConv1d(d_model, conv1d_kernel_size)
         self.fgate = HeadwiseLinear(d_model, num_heads)
         self.igate = HeadwiseLinear(d_model, num_heads)
@@ -248,53 +258,34 @@ class sLSTMLayer(nn.Module):
         self.ogate = HeadwiseLinear(d_model, num_heads)
         self.slstm_cell = sLSTMCell(d_model, num_heads)
         self.group_norm = MultiHeadLayerNorm(d_model)
+        to_factory(self, device, dtype)
 
     def preactivations(self, x, x_conv):
         wx = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=-2)
         return wx.view(*wx.shape[:-1], self.num_heads, -1)  # (..., 4, NH, DH)
 
-    def forward(self, x):
-        wx = self.preactivations(x, F.silu(self.conv1d(x)))
-        y = slstm(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias)
-        return self.group_norm(y)
-
-    def step(self, x_t, state):
-        conv_out, window = self.conv1d.step(x_t, state["conv"])
-        wx = self.preactivations(x_t, F.silu(conv_out))
-        y, cell = slstm_step(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias, state["cell"])
-        return self.group_norm(y.to(x_t.dtype)), {"conv": window, "cell": cell}
-
-
-class sLSTM(nn.Module):
-    """sLSTM block: x + sLSTMLayer(LayerNorm(x)), then x + FeedForward(LayerNorm(x)); (B, L, d) -> (B, L, d)."""
-
-    def __init__(self, d_model: int, num_heads: int = 4, conv1d_kernel_size: int = 4, ffn_proj_factor: float = 1.3,
-                 dropout: float = 0.0, num_blocks: int = 1):
-        super().__init__()
-        self.d_model = d_model
-        self.xlstm_norm = LayerNorm(d_model)
-        self.xlstm = sLSTMLayer(d_model, num_heads, conv1d_kernel_size)
-        self.ffn_norm = LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, ffn_proj_factor, num_blocks)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: Optional[sLSTMState] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, sLSTMState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
-        x = x + self.dropout(self.xlstm(self.xlstm_norm(x)))
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        conv, window = self.conv1d(x, None if state is None else state.conv, True)
+        wx = self.preactivations(x, F.silu(conv))
+        cell = None if state is None else tuple(state[1:])
+        y, cell = slstm(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias, cell, return_final_state=True)
+        y = self.group_norm(y)
+        return (y, sLSTMState(window, *cell)) if return_state else y
 
-    def initial_state(self, batch_size: int):
-        """Empty state: conv window (B, K-1, d_model) and cell state (y, c, n, m), each (B, NH, DH)."""
-        w = self.ffn.proj_up.weight
-        layer = self.xlstm
-        cell = slstm_zero_state(batch_size, layer.num_heads, self.d_model // layer.num_heads,
+    def initial_state(self, batch_size: int) -> sLSTMState:
+        """Empty state: zero conv window and cell state (y, c, n, m)."""
+        w = self.slstm_cell.bias
+        cell = slstm_zero_state(batch_size, self.num_heads, self.d_model // self.num_heads,
                                 torch.promote_types(w.dtype, torch.float32), w.device)
-        window = torch.zeros(batch_size, layer.conv1d.kernel_size - 1, self.d_model, dtype=w.dtype, device=w.device)
-        return {"conv": window, "cell": cell}
+        window = torch.zeros(batch_size, self.d_model, self.conv1d.kernel_size - 1, dtype=w.dtype, device=w.device)
+        return sLSTMState(window, *cell)
 
-    def step(self, x_t: torch.Tensor, state):
-        """x_t (B, d_model) -> (y_t (B, d_model), new state)."""
+    def step(self, x_t: torch.Tensor, state: sLSTMState) -> Tuple[torch.Tensor, sLSTMState]:
+        """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        y, state = self.xlstm.step(self.xlstm_norm(x_t), state)
-        x_t = x_t + self.dropout(y)
-        return x_t + self.dropout(self.ffn(self.ffn_norm(x_t))), state
+        conv_out, window = self.conv1d.step(x_t, state.conv)
+        wx = self.preactivations(x_t, F.silu(conv_out))
+        y, cell = slstm_step(wx, self.slstm_cell.recurrent_kernel, self.slstm_cell.bias, tuple(state[1:]))
+        return self.group_norm(y.to(x_t.dtype)), sLSTMState(window, *cell)

@@ -33,9 +33,11 @@ def test_hyena_filter_shapes_and_parameter_names():
     keys = set(layer.state_dict())
     assert {"filter_fn.implicit_filter.1.freq", "filter_fn.pos_emb.z", "filter_fn.modulation.deltas",
             "filter_fn.bias", "out_proj.weight"} <= keys
-    filt = {id(p) for p in layer.filter_parameters()}
+    filt = {id(p) for p in layer.parameters() if getattr(p, "_optim", None) == {"weight_decay": 0.0}}
     assert id(f.implicit_filter[1].freq) in filt and id(layer.in_proj.weight) not in filt
     assert len(filt) == 8
+    with_lr = Hyena(8, l_max=10, filter_lr=1e-3)
+    assert all(p._optim == {"weight_decay": 0.0, "lr": 1e-3} for p in with_lr.filter_fn.implicit_filter.parameters())
 
 
 def test_hyena_filter_is_modulated_mlp():

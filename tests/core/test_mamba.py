@@ -119,7 +119,7 @@ def test_initialisation_follows_mamba_ssm():
     assert dt.max() / dt.min() > 2  # spread log-uniformly, not a constant
     bound = m.dt_rank ** -0.5
     assert m.dt_proj.weight.abs().max() <= bound and m.dt_proj.weight.abs().max() > 0.5 * bound
-    assert m.A_log._no_weight_decay and m.D._no_weight_decay and m.dt_proj.bias._no_reinit
+    assert m.A_log._optim == m.D._optim == {"weight_decay": 0.0} and m.dt_proj.bias._no_reinit
 
 
 def test_dt_bias_inverts_softplus_and_floors():

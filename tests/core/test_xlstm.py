@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from ssmkit.core.blocks import mLSTMBlock, sLSTMBlock, xLSTMBlock
 from ssmkit.core.layers import mLSTM, sLSTM
 from ssmkit.core.ops import mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, slstm
 
@@ -145,8 +146,8 @@ def _forward_vs_step(block, dtype, L=19):
     return ((y - torch.stack(ys, 1)).abs().max() / y.abs().max()).item()
 
 
-@pytest.mark.parametrize("make", [lambda: mLSTM(16, chunk_size=5), lambda: mLSTM(16, mode="parallel"),
-                                  lambda: sLSTM(16, num_heads=2)])
+@pytest.mark.parametrize("make", [lambda: mLSTMBlock(16, chunk_size=5), lambda: mLSTMBlock(16, mode="parallel"),
+                                  lambda: sLSTMBlock(16, num_heads=2)])
 def test_xlstm_blocks_step_equals_forward(make):
     block = _perturb(make())
     assert _forward_vs_step(block, torch.float64) < 1e-10
@@ -154,14 +155,14 @@ def test_xlstm_blocks_step_equals_forward(make):
 
 
 def test_xlstm_block_shapes_and_parameter_names():
-    m = mLSTM(32, num_heads=4)
+    m = mLSTMBlock(32, num_heads=4)
     keys = set(m.state_dict())
     for key in ["xlstm_norm.weight", "xlstm.proj_up.weight", "xlstm.q_proj.weight", "xlstm.conv1d.conv.weight",
                 "xlstm.mlstm_cell.igate.weight", "xlstm.mlstm_cell.fgate.bias", "xlstm.mlstm_cell.outnorm.weight",
                 "xlstm.learnable_skip", "xlstm.proj_down.weight"]:
         assert key in keys
     assert m.xlstm.proj_up.weight.shape == (128, 32) and m.xlstm.q_proj.weight.shape == (16, 4, 4)
-    s = sLSTM(32, num_heads=4)
+    s = sLSTMBlock(32, num_heads=4)
     assert s.xlstm.slstm_cell.recurrent_kernel.shape == (4, 8, 4, 8) and s.ffn.proj_up.weight.shape == (128, 32)
     x = torch.randn(2, 9, 32)
     assert m(x).shape == x.shape and s(x).shape == x.shape

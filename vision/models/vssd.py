@@ -14,7 +14,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ssmkit.core.layers.mamba import init_dt_bias
+from ssmkit.core.init import init_dt_bias, set_optim
 from ssmkit.core.ops import ssd_noncausal
 
 from ._hierarchical import HierarchicalBackbone, Mlp, drop_path_or_identity, dwconv_nhwc
@@ -48,7 +48,7 @@ class NonCausalSSD(nn.Module):
         self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(*A_init_range).log())
         self.D = nn.Parameter(torch.ones(num_heads))
         for p in (self.dt_bias, self.A_log, self.D):
-            p._no_weight_decay = True
+            set_optim(p, weight_decay=0.0)
         self.norm = nn.LayerNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
