@@ -166,14 +166,14 @@ class GenomeDataModule(L.LightningDataModule):
         max_n_fraction: redraw training windows with a larger fraction of N.
         cache: each worker reads its contigs into memory once (fine for bacterial genomes); False reads zarr
             chunks per window.
-        max_eval_windows: evaluate on at most this many held-out windows (evenly spaced; None: all).
+        max_val_windows: validate on at most this many windows (evenly spaced; None: all); test uses all.
     State (`state_dict`, saved in Lightning checkpoints): the number of training batches consumed and the seed.
     """
 
     def __init__(self, store: str, seq_len: int = 1024, batch_size: int = 16,
                  warmup_stages: Optional[List[List[int]]] = None, batches_per_epoch: int = 1000,
                  eval_batch_size: Optional[int] = None, rc_aug: bool = False, max_n_fraction: float = 0.1,
-                 num_workers: int = 0, seed: int = 0, cache: bool = True, max_eval_windows: Optional[int] = None):
+                 num_workers: int = 0, seed: int = 0, cache: bool = True, max_val_windows: Optional[int] = None):
         super().__init__()
         self.save_hyperparameters()
         self.store_path = store
@@ -184,7 +184,7 @@ class GenomeDataModule(L.LightningDataModule):
                 raise ValueError(f"warmup_stages entries must be [seq_len >= 2, batch_size >= 1, n_batches], got {s}")
         self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size or batch_size
         self.rc_aug, self.max_n_fraction, self.num_workers = rc_aug, max_n_fraction, num_workers
-        self.seed, self.cache, self.max_eval_windows = seed, cache, max_eval_windows
+        self.seed, self.cache, self.max_val_windows = seed, cache, max_val_windows
         self.batches_done = 0
         self._train: Optional[RandomWindowStream] = None
 
@@ -205,15 +205,15 @@ class GenomeDataModule(L.LightningDataModule):
         return DataLoader(_Take(self._train, end - self.batches_done), batch_size=None,
                           num_workers=self.num_workers, persistent_workers=False)
 
-    def _eval(self, split):
+    def _eval(self, split, limit=None):
         ds = FixedWindows(self.store_path, split, self.seq_len, self.cache)
-        if self.max_eval_windows is not None and len(ds) > self.max_eval_windows:
-            keep = np.linspace(0, len(ds) - 1, self.max_eval_windows).round().astype(int)
+        if limit is not None and len(ds) > limit:
+            keep = np.linspace(0, len(ds) - 1, limit).round().astype(int)
             ds.starts = [ds.starts[i] for i in keep]
         return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
 
     def val_dataloader(self):
-        return self._eval("val")
+        return self._eval("val", self.max_val_windows)
 
     def test_dataloader(self):
         return self._eval("test")
