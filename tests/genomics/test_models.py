@@ -13,7 +13,8 @@ from ssmkit.genomics.models.hyenadna import (PRESETS, HyenaDNA, Mlp, convert_off
                                              load_official)
 from ssmkit.genomics.models.rc import RCPS, ResidualBlock, rc_average_logits, rc_logits, reverse_complement_ids
 
-count = lambda m: sum(p.numel() for p in m.parameters())
+def count(m):
+    return sum(p.numel() for p in m.parameters())
 
 # the reference table (instantiating the official standalone model), not our own formula
 REFERENCE_COUNTS = {"tiny-1k": 436_096, "tiny-1k-d256": 1_641_088, "small-32k": 3_277_568,
@@ -46,9 +47,11 @@ def official_state_dict(d_model, n_layer, l_max, checkpoint_mixer):
         sd.update({
             p + f"{mix}.in_proj.weight": torch.randn(3 * D, D), p + f"{mix}.in_proj.bias": torch.randn(3 * D),
             p + f"{mix}.out_proj.weight": torch.randn(D, D), p + f"{mix}.out_proj.bias": torch.randn(D),
-            p + f"{mix}.short_filter.weight": torch.randn(3 * D, 1, 3), p + f"{mix}.short_filter.bias": torch.randn(3 * D),
+            p + f"{mix}.short_filter.weight": torch.randn(3 * D, 1, 3),
+            p + f"{mix}.short_filter.bias": torch.randn(3 * D),
             p + f"{mix}.filter_fn.bias": torch.randn(D),
-            p + f"{mix}.filter_fn.pos_emb.z": torch.randn(1, l_max, emb), p + f"{mix}.filter_fn.pos_emb.t": torch.randn(1, l_max, 1),
+            p + f"{mix}.filter_fn.pos_emb.z": torch.randn(1, l_max, emb),
+            p + f"{mix}.filter_fn.pos_emb.t": torch.randn(1, l_max, 1),
             p + f"{mix}.filter_fn.implicit_filter.0.weight": torch.randn(order, emb),
             p + f"{mix}.filter_fn.implicit_filter.0.bias": torch.randn(order),
             p + f"{mix}.filter_fn.implicit_filter.2.weight": torch.randn(order, order),
