@@ -15,7 +15,8 @@ def _batch(lengths, seed=0):
     times = torch.zeros(B, L, dtype=torch.float64)
     for b, n in enumerate(lengths):
         items[b, :n] = torch.randint(1, N_ITEMS + 1, (n,), generator=g)
-        gaps = torch.randint(0, 30, (n,), generator=g).double() * 86400 * torch.rand(n, generator=g, dtype=torch.float64)
+        gaps = torch.randint(0, 30, (n,), generator=g).double() * 86400
+        gaps = gaps * torch.rand(n, generator=g, dtype=torch.float64)
         times[b, :n] = 1e9 + torch.cumsum(gaps, 0)
     return items, torch.tensor(lengths), times
 
