@@ -189,7 +189,7 @@ class GenomeDataModule(L.LightningDataModule):
         self._train: Optional[RandomWindowStream] = None
 
     def _rank(self):
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataset(self) -> RandomWindowStream:
@@ -219,8 +219,7 @@ class GenomeDataModule(L.LightningDataModule):
         return self._eval("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        trainer = getattr(self, "_trainer", None)
-        if trainer is not None and trainer.training:
+        if self.trainer is not None and self.trainer.training:
             self.batches_done += 1
         return batch
 
