@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-USAGE = """usage: ssmkit {fit,validate,test,predict,demo,bench,forecast,genome,dna,generate,recommend} ...
+USAGE = """usage: ssmkit [--version] {fit,validate,test,predict,demo,bench,forecast,genome,dna,generate,recommend} ...
 
   fit|validate|test|predict  LightningCLI on a config: --config FILE, --print_config, dotted overrides
   demo                       short training tour of every installed domain, ends with a summary table
@@ -42,9 +42,35 @@ def lightning_cli(args: Optional[List[str]]):
     rich progress bar unless the config turns progress bars off."""
     import lightning as L
     from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    class ErrorFirstParser(LightningArgumentParser):
+        """States the error on the first line, then the usage (argparse prints the usage first)."""
+
+        def error(self, message: str, ex: Optional[Exception] = None):
+            if not self.exit_on_error:
+                return super().error(message, ex)
+            parser = getattr(ex, "subcommand_parser", None) or self
+            prog = parser.prog.replace(" [options]", "")
+            sys.stderr.write(f"{prog}: error: {message}\n\n")
+            parser.print_usage(sys.stderr)
+            sys.stderr.write(f"all options: {prog} --help\n")
+            sys.exit(2)
 
     class SSMKitCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """EarlyStopping checks when validation ends (where its metric comes from), not at the end of a training
+            epoch, so a fit that stops before any validation (max_steps, max_time, limits) does not crash on a
+            metric that was never computed; a misspelt monitor still fails at the first validation."""
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            trainer = config.get("trainer") or {}
+            callbacks = trainer.get("callbacks") or []
+            for cb in callbacks if isinstance(callbacks, list) else [callbacks]:
+                path = str(cb.get("class_path", "")) if hasattr(cb, "get") else ""
+                if path.rsplit(".", 1)[-1] == "EarlyStopping" and cb.get("init_args") is not None \
+                        and cb.init_args.get("check_on_train_epoch_end") is None:
+                    cb.init_args.check_on_train_epoch_end = False
+
         def instantiate_trainer(self, **kwargs):
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             trainer = config.get("trainer") or {}
@@ -56,7 +82,8 @@ def lightning_cli(args: Optional[List[str]]):
             return super().instantiate_trainer(**kwargs)
 
     return SSMKitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=args, save_config_kwargs={"overwrite": True}, parser_kwargs={"description": USAGE})
+                     parser_class=ErrorFirstParser, args=args, save_config_kwargs={"overwrite": True},
+                     parser_kwargs={"description": USAGE})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -65,12 +92,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if argv[0] in ("-V", "--version"):
+        from ssmkit import __version__
+        print(f"ssmkit {__version__}")
+        return 0
     if argv[0] in VERBS:
         import importlib
         module, function = VERBS[argv[0]].split(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
     if argv[0] not in ("fit", "validate", "test", "predict"):
-        print(f"ssmkit: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        print(f"ssmkit: error: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     lightning_cli(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
     return 0

@@ -10,62 +10,91 @@ import pathlib
 import time
 from typing import Optional
 
-import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ssmkit.core.blocks import SequenceModel
 from ssmkit.core.layers import Mamba
+from ssmkit.data import ResumableDataModule, ResumableStream
 from ssmkit.train import DemoResult, LossHistory, TaskBase, demo_trainer, seed, smoothed
 
 IGNORE = -100
+TRAIN, VAL = 0, 1  # the two example streams of a seed
 
 
-def selective_copy_batch(generator: torch.Generator, batch: int, seq_len: int, n_tokens: int, vocab: int):
-    """tokens (batch, seq_len + n_tokens) and targets (same shape, IGNORE except the answer positions)."""
+def selective_copy_example(seed: int, stream: int, index: int, seq_len: int, n_tokens: int, vocab: int):
+    """Example `index` of a stream: tokens (seq_len + n_tokens,) and targets (same shape, IGNORE except the answer
+    positions), a pure function of (seed, stream, index) so any process can make any example."""
     if n_tokens > seq_len:
         raise ValueError(f"n_tokens={n_tokens} must be <= seq_len={seq_len}")
-    data = torch.randint(1, vocab + 1, (batch, n_tokens), generator=generator)
-    positions = torch.rand(batch, seq_len, generator=generator).argsort(-1)[:, :n_tokens].sort(-1).values
-    context = torch.zeros(batch, seq_len, dtype=torch.long).scatter_(1, positions, data)
-    markers = torch.full((batch, n_tokens), vocab + 1, dtype=torch.long)
-    tokens = torch.cat([context, markers], dim=1)
+    rng = np.random.default_rng([seed, stream, index])
+    data = torch.as_tensor(rng.integers(1, vocab + 1, n_tokens), dtype=torch.long)
+    positions = torch.as_tensor(np.sort(rng.choice(seq_len, n_tokens, replace=False)), dtype=torch.long)
+    context = torch.zeros(seq_len, dtype=torch.long).scatter_(0, positions, data)
+    tokens = torch.cat([context, torch.full((n_tokens,), vocab + 1, dtype=torch.long)])
     # the i-th marker's output is the i-th data token (a causal model sees the whole context by then)
-    targets = torch.cat([torch.full((batch, seq_len), IGNORE, dtype=torch.long), data], dim=1)
+    targets = torch.cat([torch.full((seq_len,), IGNORE, dtype=torch.long), data])
     return tokens, targets
 
 
-class SelectiveCopyStream(IterableDataset):
-    """Endless seeded batches (each item is a whole batch)."""
-
-    def __init__(self, batch_size: int, seq_len: int, n_tokens: int, vocab: int, seed: int):
-        self.args, self.seed = (batch_size, seq_len, n_tokens, vocab), seed
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed)
-        while True:
-            yield selective_copy_batch(g, *self.args)
+def selective_copy_batch(seed: int, stream: int, indices, seq_len: int, n_tokens: int, vocab: int):
+    """The examples `indices` of a stream stacked: tokens and targets (len(indices), seq_len + n_tokens)."""
+    pairs = [selective_copy_example(seed, stream, i, seq_len, n_tokens, vocab) for i in indices]
+    return torch.stack([t for t, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
-class SelectiveCopyData(L.LightningDataModule):
-    """Train stream and a fixed validation set of `val_batches` batches (different seeds)."""
+class SelectiveCopyStream(ResumableStream):
+    """The endless training stream: global step s on rank r is made of examples that no other (step, rank) reads."""
+
+    def __init__(self, batch_size: int, seq_len: int, n_tokens: int, vocab: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(batch_size, rank, world_size)
+        self.args, self.seed = (seq_len, n_tokens, vocab), seed
+
+    def make_batch(self, indices: range):
+        return selective_copy_batch(self.seed, TRAIN, indices, *self.args)
+
+
+class SelectiveCopyExamples(Dataset):
+    """A fixed map-style set of `size` examples (the validation set)."""
+
+    def __init__(self, size: int, seq_len: int, n_tokens: int, vocab: int, seed: int, stream: int = VAL):
+        self.size, self.args, self.seed, self.stream = size, (seq_len, n_tokens, vocab), seed, stream
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.size:
+            raise IndexError(f"example {index} out of range [0, {self.size})")
+        return selective_copy_example(self.seed, self.stream, index, *self.args)
+
+
+class SelectiveCopyData(ResumableDataModule):
+    """Resumable, rank-sharded training stream and a fixed validation set of `val_batches` x `batch_size` examples
+    (`batch_size` is per process, as in Lightning)."""
 
     def __init__(self, seq_len: int = 32, n_tokens: int = 4, vocab: int = 8, batch_size: int = 32,
-                 val_batches: int = 4, seed: int = 0):
+                 val_batches: int = 4, seed: int = 0, num_workers: int = 0):
         super().__init__()
+        if n_tokens > seq_len:
+            raise ValueError(f"n_tokens={n_tokens} must be <= seq_len={seq_len}")
         self.save_hyperparameters()
         self.vocab_size = vocab + 2
 
     def train_dataloader(self):
         h = self.hparams
-        return DataLoader(SelectiveCopyStream(h.batch_size, h.seq_len, h.n_tokens, h.vocab, h.seed), batch_size=None)
+        return self.stream_loader(lambda rank, world: SelectiveCopyStream(h.batch_size, h.seq_len, h.n_tokens, h.vocab,
+                                                                          h.seed, rank, world),
+                                  num_workers=h.num_workers)
 
     def val_dataloader(self):
         h = self.hparams
-        g = torch.Generator().manual_seed(h.seed + 1)
-        return DataLoader([selective_copy_batch(g, h.batch_size, h.seq_len, h.n_tokens, h.vocab)
-                           for _ in range(h.val_batches)], batch_size=None)
+        examples = SelectiveCopyExamples(h.val_batches * h.batch_size, h.seq_len, h.n_tokens, h.vocab, h.seed)
+        return DataLoader(examples, batch_size=h.batch_size, num_workers=h.num_workers,
+                          generator=torch.Generator().manual_seed(h.seed))
 
 
 class SelectiveCopyTask(TaskBase):

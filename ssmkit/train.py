@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import pathlib
+import random
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -85,7 +87,8 @@ class TaskBase(L.LightningModule):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         self.lr, self.weight_decay, self.optimizer_name = lr, weight_decay, optimizer
-        self.scheduler_name, self.warmup_steps, self.min_lr_ratio, self.betas = scheduler, warmup_steps, min_lr_ratio, betas
+        self.scheduler_name, self.warmup_steps = scheduler, warmup_steps
+        self.min_lr_ratio, self.betas = min_lr_ratio, betas
 
     def extra_param_groups(self) -> List[Dict]:
         """Hook for parameters that need their own group (e.g. Hyena filters); returned groups are removed
@@ -107,12 +110,89 @@ class TaskBase(L.LightningModule):
             opt, warmup_then(self.scheduler_name, self.warmup_steps, total, self.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def configure_callbacks(self) -> List[L.Callback]:
+        """Every task saves and restores the processes' random states, so a resumed run continues exactly."""
+        return [RandomStateCheckpoint()]
+
     def log_metrics(self, stage: str, metrics: Dict[str, torch.Tensor], **kwargs) -> None:
-        """Log each metric as `stage/name` (progress bar, epoch aggregates for val/test, synced across ranks)."""
+        """Log each metric as `stage/name` (progress bar, epoch aggregates for val/test, synced across ranks).
+
+        Raises FloatingPointError naming the metric and the step when one is NaN or infinite (see `check_finite`).
+        """
+        check_finite(self, stage, metrics)
         on_step = stage == "train"
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=True, on_step=on_step, on_epoch=not on_step,
                      sync_dist=True, **kwargs)
+
+
+def check_finite(module: L.LightningModule, stage: str, metrics: Dict[str, torch.Tensor]) -> None:
+    """Raise FloatingPointError naming `stage/name`, its value, the global step, epoch and batch when any metric is
+    NaN or infinite: training must stop at the first non-finite loss or metric, not report it at the end.
+
+    One device synchronisation for all metrics together.
+    """
+    values = {name: torch.as_tensor(v).detach() for name, v in metrics.items()}
+    if not values or bool(torch.stack([v.isfinite().all() for v in values.values()]).all()):
+        return
+    bad = {name: v for name, v in values.items() if not bool(v.isfinite().all())}
+    where = (f"at global step {module.global_step} (epoch {module.current_epoch})" if stage == "train"
+             else f"during {stage} after global step {module.global_step} (epoch {module.current_epoch})")
+    shown = ", ".join(f"{stage}/{name} = {v.item() if v.numel() == 1 else v.tolist()}" for name, v in bad.items())
+    raise FloatingPointError(f"non-finite {shown} {where}: stopping; lower the learning rate, check the data for "
+                             f"NaN/inf, or resume from the last checkpoint")
+
+
+def _random_states() -> Dict:
+    """This process's python / numpy / torch (CPU and initialised CUDA) random states, as plain lists and tensors."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state(),
+              "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: Dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Keeps every process's random states in each checkpoint and puts them back when the resumed training
+    starts (after the sanity check and the loaders' set-up, just before the next batch), so dropout and random
+    augmentation continue as in the uninterrupted run. Lightning restores weights, optimiser and loops, not these.
+    """
+
+    def __init__(self):
+        self._trainer: Optional[L.Trainer] = None
+        self._pending: Optional[List[Dict]] = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> Dict:
+        states = _random_states()
+        world = self._trainer.world_size if self._trainer is not None else 1
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: List = [None] * world
+            torch.distributed.all_gather_object(gathered, states)  # checkpoints are dumped on every rank
+            return {"per_rank": gathered}
+        return {"per_rank": [states]}
+
+    def load_state_dict(self, state_dict: Dict) -> None:
+        self._pending = state_dict.get("per_rank")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._pending:
+            _set_random_states(self._pending[trainer.global_rank % len(self._pending)])
+            self._pending = None
 
 
 @dataclass
@@ -149,6 +229,7 @@ def smoothed(values: Iterable[float], n: int = 10) -> Tuple[float, float]:
 
 def demo_trainer(out_dir: pathlib.Path, max_steps: int, callbacks: Iterable[L.Callback] = (), **kwargs) -> L.Trainer:
     """A quiet CPU/GPU trainer for demos: CSV logs and a checkpoint under out_dir."""
-    return L.Trainer(max_steps=max_steps, default_root_dir=str(out_dir), logger=L.pytorch.loggers.CSVLogger(str(out_dir)),
+    return L.Trainer(max_steps=max_steps, default_root_dir=str(out_dir),
+                     logger=L.pytorch.loggers.CSVLogger(str(out_dir)),
                      callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
                      log_every_n_steps=10, num_sanity_val_steps=0, **kwargs)

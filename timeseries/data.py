@@ -14,11 +14,12 @@ import pathlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ssmkit.data import ResumableDataModule
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def prepare_series(df: pd.DataFrame, path, borders, features: str, target: str, 
     return SeriesSplits(data, time_features(dates, freq), dates, columns, starts, ends, scaler)
 
 
-class ForecastDataModule(L.LightningDataModule):
+class ForecastDataModule(ResumableDataModule):
     """Windows of a CSV series for the three splits. Train is shuffled with a seeded generator; val and test
     keep every window (no drop_last), and the window counts are logged and kept in `n_windows`."""
 
@@ -236,9 +237,13 @@ class ForecastDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, drop_last=False, num_workers=self.num_workers, generator=gen)
+        windows = self.datasets[split]
+        # train: a seeded per-epoch order, sharded by rank, resumable mid-epoch (ssmkit.data); the loader's own
+        # generator keeps iteration from drawing on the global random state (exact resume of dropout)
+        sampler = self.train_sampler(windows, self.batch_size, self.seed) if shuffle else None
+        return DataLoader(windows, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
+                          drop_last=False, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import gzip
 import pathlib
+import zlib
 from typing import Optional, Sequence, Tuple
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, default_collate
+
+from ssmkit.data import ResumableDataModule
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -23,12 +25,20 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 def read_idx(path) -> np.ndarray:
     """Read an idx file (optionally gzipped): magic 0x0000 <dtype> <ndim>, ndim big-endian uint32 sizes, data.
 
-    Raises ValueError naming the file for a bad magic number, an unknown dtype or a size mismatch.
+    Raises ValueError naming the file for a bad magic number, an unknown dtype, a size mismatch, or a `.gz` file
+    that is not gzip or is cut short.
     """
     path = pathlib.Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        except gzip.BadGzipFile as e:
+            raise ValueError(f"{path}: named .gz but not gzip-compressed ({e}); gunzip it or drop the .gz") from e
+        except (EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: corrupt or truncated gzip stream ({e}); download the file again") from e
+    else:
+        raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path}: not an idx file (magic bytes {raw[:4].hex()!r}, expected 0000<dtype><ndim>)")
     code, ndim = raw[2], raw[3]
@@ -87,14 +97,21 @@ class RandomShift:
         return torch.stack([padded[i, :, dy:dy + H, dx:dx + W] for i, (dy, dx) in enumerate(offsets)]), y
 
 
-class _SplitDataModule(L.LightningDataModule):
-    """Holds (images, labels) tensors and serves a seeded train / val / test split; `max_shift` augments train."""
+class _SplitDataModule(ResumableDataModule):
+    """Holds (images, labels) tensors and serves a seeded train / val / test split; `max_shift` augments train.
 
-    def __init__(self, split: Sequence[int], batch_size: int, seed: int, num_workers: int, max_shift: int = 0):
+    Training batches come from a resumable, rank-sharded sampler (`ssmkit.data`); labels must lie in
+    [0, num_classes).
+    """
+
+    def __init__(self, split: Sequence[int], batch_size: int, seed: int, num_workers: int, max_shift: int = 0,
+                 num_classes: int = 10):
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.split, self.batch_size, self.seed, self.num_workers = tuple(split), batch_size, seed, num_workers
         self.augment = RandomShift(max_shift)
-        self.num_classes: Optional[int] = None
+        self.num_classes = num_classes
         self._sets = None
 
     def load(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -103,14 +120,16 @@ class _SplitDataModule(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self._sets is None:
             x, y = self.load()
-            self.num_classes = int(y.max()) + 1
             self._sets = [TensorDataset(x[i], y[i]) for i in seeded_split(len(y), self.split, self.seed)]
 
     def _loader(self, i: int, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self._sets[i], batch_size=self.batch_size, shuffle=shuffle, generator=g,
-                          num_workers=self.num_workers, drop_last=shuffle and len(self._sets[i]) > self.batch_size,
-                          collate_fn=self.augment if shuffle else None)
+        data = self._sets[i]
+        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
+        # the loader's own generator keeps iteration from drawing on the global random state (exact resume)
+        collate = self.augment if shuffle else None
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed),
+                          drop_last=shuffle and len(data) > self.batch_size, collate_fn=collate)
 
     def train_dataloader(self):
         return self._loader(0, True)
@@ -129,14 +148,15 @@ class MNISTDataModule(_SplitDataModule):
     """MNIST or Fashion-MNIST from idx files in `root` (gzipped or not), split by `split` with `seed`.
 
     The default reads the 10k test split (t10k-*) as 8k train / 1k val / 1k test, the protocol used where
-    only that split is available.
+    only that split is available. A label outside [0, num_classes) is an error naming the file and record.
     """
 
     def __init__(self, root: str, images: str = "t10k-images-idx3-ubyte.gz",
                  labels: str = "t10k-labels-idx1-ubyte.gz", split: Sequence[int] = (8000, 1000, 1000),
                  img_size: Optional[int] = None, in_chans: int = 1, mean: float = MNIST_MEAN, std: float = MNIST_STD,
-                 batch_size: int = 128, seed: int = 0, num_workers: int = 0, max_shift: int = 0):
-        super().__init__(split, batch_size, seed, num_workers, max_shift)
+                 batch_size: int = 128, seed: int = 0, num_workers: int = 0, max_shift: int = 0,
+                 num_classes: int = 10):
+        super().__init__(split, batch_size, seed, num_workers, max_shift, num_classes)
         self.save_hyperparameters()
         self.root = pathlib.Path(root)
 
@@ -147,6 +167,11 @@ class MNISTDataModule(_SplitDataModule):
             raise ValueError(f"{self.root / h.images}: expected (N, H, W) images, got shape {images.shape}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"{self.root / h.labels}: expected {images.shape[0]} labels, got shape {labels.shape}")
+        outside = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
+        if outside.size:
+            raise ValueError(f"{self.root / h.labels}: record {outside[0]} has label {labels[outside[0]]}, outside the "
+                             f"{self.num_classes} classes [0, {self.num_classes}) ({outside.size} such records); "
+                             f"set num_classes if the data has more")
         x = to_image_tensor(images, h.mean, h.std, 255.0, h.img_size, h.in_chans)
         return x, torch.as_tensor(labels.astype(np.int64))
 
@@ -171,13 +196,24 @@ class DigitsDataModule(_SplitDataModule):
         return x, torch.as_tensor(digits.target, dtype=torch.long)
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+def load_rgb(path: str):
+    """Decode an image file to RGB (PIL), re-raising any decode or truncation error as a ValueError naming the file."""
+    from PIL import Image
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+class ImageFolderDataModule(ResumableDataModule):
     """`root/train/<class>/*` and `root/val/<class>/*` image trees (torchvision ImageFolder) with timm's
-    `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test)."""
+    `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test).
+    Training batches come from a resumable, rank-sharded sampler (`ssmkit.data`)."""
 
     def __init__(self, root: str, img_size: int = 224, batch_size: int = 64, num_workers: int = 4,
                  auto_augment: Optional[str] = None, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875):
+                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.root, self.batch_size = pathlib.Path(root), batch_size
@@ -196,17 +232,21 @@ class ImageFolderDataModule(L.LightningDataModule):
                                         f"root/val/<class>/ image folders")
         common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std))
         train = ImageFolder(str(self.root / "train"), create_transform(is_training=True, auto_augment=h.auto_augment,
-                                                                         **common))
-        val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common))
+                                                                         **common), loader=load_rgb)
+        val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common),
+                          loader=load_rgb)
         if train.classes != val.classes:
             raise ValueError(f"{self.root}: train classes {train.classes} differ from val classes {val.classes}")
         self.num_classes, self._sets = len(train.classes), (train, val)
 
     def train_dataloader(self):
-        return DataLoader(self._sets[0], batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers)
+        seed = self.hparams.seed
+        return DataLoader(self._sets[0], batch_size=self.batch_size, drop_last=True,
+                          sampler=self.train_sampler(self._sets[0], self.batch_size, seed),
+                          num_workers=self.hparams.num_workers, generator=torch.Generator().manual_seed(seed))
 
     def val_dataloader(self):
-        return DataLoader(self._sets[1], batch_size=self.batch_size, num_workers=self.hparams.num_workers)
+        return DataLoader(self._sets[1], batch_size=self.batch_size, num_workers=self.hparams.num_workers,
+                          generator=torch.Generator().manual_seed(self.hparams.seed))
 
     test_dataloader = val_dataloader
