@@ -1,36 +1,66 @@
 """ForecastTask: train and score any forecaster x (B, L, C) [+ x_mark] -> (B, H, C) under the ETT protocol.
 
+The model is given as a class_path config (`{"class_path": ..., "init_args": {...}}`, or the callable
+LightningCLI makes of it); the task builds it once the data is known, passing `seq_len`, `pred_len` and
+`enc_in` (the file's channel count), so configs never state them. The dimensions are saved as the `dims`
+hyper-parameter, and Lightning's `load_from_checkpoint` rebuilds the model from the saved hyper-parameters.
 Training loss on the last H steps of y: MSE (the protocol's), or `loss="mae"` / `"huber"`; Adam with the
 harness's `type1` schedule (two epochs at lr, then halving every epoch) or the shared cosine / linear schedules;
 MSE, MAE and RMSE over every window x H x channel on the standardised scale, optionally also in the CSV's units.
-Early stopping (patience 3 on val/loss) and the best checkpoint come from Lightning callbacks in the configs.
+Early stopping (patience 3 on val/loss) and the best checkpoint come from Lightning callbacks in the configs;
+with `test_after_fit` (default) fit ends by testing the best checkpoint (`TestAfterFit`).
 A model with a `loss(x, y, x_mark)` method (e.g. SpaceTime's three-term loss) trains on that instead.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import functools
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from lightning.pytorch.cli import instantiate_class
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssmkit.train import TaskBase
 
+from .callbacks import TestAfterFit
+
 # training losses on the standardised scale; validation and test always score MSE / MAE
 _LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+# what the task passes to the model class from the data
+DIMS = ("seq_len", "pred_len", "enc_in")
+
+
+def model_spec(model) -> Dict[str, Any]:
+    """`{class_path, init_args}` of a model given as such a dict, a class, or a partial of a class (also the
+    partial jsonargparse makes of a class_path config)."""
+    if isinstance(model, dict):
+        if "class_path" not in model:
+            raise ValueError(f"model must be a {{class_path, init_args}} config, got keys {sorted(model)}")
+        return {"class_path": model["class_path"], "init_args": dict(model.get("init_args") or {})}
+    kwargs = {}
+    if isinstance(model, functools.partial):
+        kwargs = dict(model.keywords)
+        classes = [a for a in (model.func, *model.args) if isinstance(a, type)]
+        model = classes[-1] if classes else model
+    if not isinstance(model, type) or not issubclass(model, nn.Module):
+        raise TypeError(f"model must be a class_path config, an nn.Module class or a partial of one, got {model!r}")
+    return {"class_path": f"{model.__module__}.{model.__qualname__}", "init_args": kwargs}
 
 
 class ForecastTask(TaskBase):
-    """LightningModule around a forecasting `model`; the model's seq_len / pred_len / enc_in must match the data.
+    """LightningModule around a forecasting model built from its class_path config and the data's dimensions.
 
-    Checkpoints keep the model's `spec()` and the data's scaler and columns, so `load_from_checkpoint` rebuilds
-    the model and `forecast` can score a new CSV in the training units.
+    Checkpoints keep the model config, its `dims` and the data's scaler and columns, so `load_from_checkpoint`
+    rebuilds the model and `forecast` can score a new CSV in the training units.
     """
 
-    def __init__(self, model: nn.Module, lr: float = 1e-4, weight_decay: float = 0.0, optimizer: str = "adam",
-                 scheduler: Optional[str] = "type1", warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
-                 inverse_metrics: bool = False, closed_form_init: bool = False, loss: str = "mse"):
+    def __init__(self, model: Union[Callable[[int, int, int], nn.Module], Dict[str, Any]], lr: float = 1e-4,
+                 weight_decay: float = 0.0, optimizer: str = "adam", scheduler: Optional[str] = "type1",
+                 warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999), inverse_metrics: bool = False,
+                 closed_form_init: bool = False, loss: str = "mse", dims: Optional[Dict[str, int]] = None,
+                 test_after_fit: bool = True):
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         if scheduler == "type1" and warmup_steps:
@@ -38,21 +68,19 @@ class ForecastTask(TaskBase):
         self.schedule = scheduler
         super().__init__(lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                          scheduler=None if scheduler == "type1" else scheduler, warmup_steps=warmup_steps, betas=betas)
-        if isinstance(model, dict):  # rebuilt from a checkpoint's hyperparameters
-            from .experiments import instantiate
-            model = instantiate(model)
-        self.save_hyperparameters(ignore=["model"])
-        if hasattr(model, "spec"):
-            self.hparams["model"] = model.spec()
-        self.model = model
-        if loss != "mse" and hasattr(model, "loss"):
-            raise ValueError(f"{type(model).__name__} trains on its own loss(); loss={loss!r} applies only to "
-                             f"models without one")
-        self.inverse_metrics, self.loss_name = inverse_metrics, loss
-        if closed_form_init and not hasattr(model, "fit_closed_form"):
-            raise ValueError(f"closed_form_init=True needs a model with fit_closed_form; "
-                             f"{type(model).__name__} has none")
-        self.closed_form_init = closed_form_init
+        self.save_hyperparameters()
+        # under LightningCLI the saved hyper-parameter is the config dict itself; elsewhere the argument
+        spec = model_spec(self.hparams["model"] if isinstance(self.hparams["model"], dict) else model)
+        given = {k: spec["init_args"].pop(k) for k in DIMS if k in spec["init_args"]}
+        if dims is None and len(given) == len(DIMS):  # a config (or an older checkpoint) that states all three
+            dims = given
+        self.hparams["model"] = spec
+        self._given_dims = given
+        self.inverse_metrics, self.loss_name, self.closed_form_init = inverse_metrics, loss, closed_form_init
+        self.test_after_fit = test_after_fit
+        self.model: Optional[nn.Module] = None
+        if dims is not None:
+            self._build(dims)
         self.metrics = nn.ModuleDict({f"{stage}_{kind}": cls() for stage in ("val", "test")
                                       for kind, cls in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))})
         if inverse_metrics:
@@ -61,17 +89,42 @@ class ForecastTask(TaskBase):
         self.n_windows = {"val": 0, "test": 0}
         self.data_info: Optional[dict] = None
 
+    def _build(self, dims: Dict[str, int]) -> None:
+        """Instantiate the model config with the data's dimensions (Lightning's `instantiate_class`)."""
+        dims = {k: int(dims[k]) for k in DIMS}
+        clash = {k: v for k, v in self._given_dims.items() if v != dims[k]}
+        if clash:
+            raise ValueError(f"the model config sets {clash} but the data gives {dims}; leave these out of the "
+                             f"model's init_args, the task takes them from the data")
+        spec = self.hparams["model"]
+        self.model = instantiate_class((), {"class_path": spec["class_path"],
+                                            "init_args": {**spec["init_args"], **dims}})
+        self.hparams["dims"] = dims
+        if self.loss_name != "mse" and hasattr(self.model, "loss"):
+            raise ValueError(f"{type(self.model).__name__} trains on its own loss(); loss={self.loss_name!r} applies "
+                             f"only to models without one")
+        if self.closed_form_init and not hasattr(self.model, "fit_closed_form"):
+            raise ValueError(f"closed_form_init=True needs a model with fit_closed_form; "
+                             f"{type(self.model).__name__} has none")
+
+    def configure_callbacks(self):
+        return [TestAfterFit()] if self.test_after_fit else []
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
+            if self.model is None:
+                raise RuntimeError("the model is built from the data's dimensions: pass a forecasting data module "
+                                   "to the trainer, or `dims` to the task")
             return
         dm.setup(stage)
         self.data_info = dm.describe()
         want = {"seq_len": dm.seq_len, "pred_len": dm.pred_len, "enc_in": dm.n_inputs}
-        got = {k: getattr(self.model, k, v) for k, v in want.items()}
-        if got != want:
-            raise ValueError(f"model {type(self.model).__name__} was built for {got} but the data gives {want}; "
-                             f"set the model's init_args to match the data's")
+        if self.model is None:
+            self._build(want)
+        elif self.hparams["dims"] != want:
+            raise ValueError(f"model {type(self.model).__name__} was built for {self.hparams['dims']} but the data "
+                             f"gives {want}")
 
     def on_fit_start(self) -> None:
         """With `closed_form_init`, fit the model's closed-form part on every training window first (not when
@@ -93,6 +146,8 @@ class ForecastTask(TaskBase):
         self.data_info = checkpoint.get("forecast_data")
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError("the model is built in setup() from the data's dimensions (or from `dims`)")
         return self.model(x, x_mark)
 
     def _forecast(self, batch):

@@ -8,7 +8,6 @@ import torch
 
 from ssmkit.cli import main
 from ssmkit.timeseries.data import CSVDataModule
-from ssmkit.timeseries.models import NLinear
 from ssmkit.timeseries.synthetic import synthetic_ett_frame
 from ssmkit.timeseries.task import ForecastTask
 
@@ -19,7 +18,7 @@ def test_ts_cli_forecast_writes_csv_and_plot(tmp_path, capsys):
     csv = tmp_path / "series.csv"
     frame.to_csv(csv, index=False)
     dm = CSVDataModule(str(csv), seq_len=24, label_len=12, pred_len=6, features="M", batch_size=16)
-    task = ForecastTask(NLinear(24, 6, 7), lr=1e-2)
+    task = ForecastTask({"class_path": "ssmkit.timeseries.models.NLinear"}, lr=1e-2)
     trainer = L.Trainer(max_steps=2, default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
                         limit_val_batches=0)

@@ -8,7 +8,6 @@ import torch
 
 from ssmkit.timeseries.data import CSVDataModule
 from ssmkit.timeseries.forecast import forecast_to_files
-from ssmkit.timeseries.models import NLinear
 from ssmkit.timeseries.synthetic import synthetic_ett_frame
 from ssmkit.timeseries.task import ForecastTask
 
@@ -20,8 +19,7 @@ def test_ts_forecast_from_checkpoint(tmp_path, features):
     csv = tmp_path / "series.csv"
     frame.to_csv(csv, index=False)
     dm = CSVDataModule(str(csv), seq_len=24, label_len=12, pred_len=6, features=features)
-    c = 7 if features == "M" else 1
-    task = ForecastTask(NLinear(24, 6, c), lr=1e-2)
+    task = ForecastTask({"class_path": "ssmkit.timeseries.models.NLinear"}, lr=1e-2, test_after_fit=False)
     trainer = L.Trainer(max_epochs=1, default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(task, dm)

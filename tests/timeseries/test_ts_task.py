@@ -1,12 +1,13 @@
 """ForecastTask: the protocol's metrics over every test window against a direct computation, the type1
-schedule, early stopping wiring and a model/data mismatch error."""
+schedule, early stopping wiring, the model built from its class_path config with the data's dimensions, and
+model/data mismatch errors."""
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from ssmkit.timeseries.data import CSVDataModule
-from ssmkit.timeseries.models import NLinear, SMamba, SpaceTime
+from ssmkit.timeseries.models import NLinear
 from ssmkit.timeseries.synthetic import synthetic_ett_frame
 from ssmkit.timeseries.task import ForecastTask
 
@@ -16,6 +17,10 @@ def csv_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("csv") / "series.csv"
     synthetic_ett_frame(600, seed=4).to_csv(path, index=False)
     return path
+
+
+NLINEAR = {"class_path": "ssmkit.timeseries.models.NLinear"}
+SMAMBA8 = {"class_path": "ssmkit.timeseries.models.SMamba", "init_args": {"d_model": 8, "d_ff": 8, "e_layers": 1}}
 
 
 def _trainer(tmp_path, epochs, **kw):
@@ -45,7 +50,7 @@ def test_ts_task_type1_matches_the_harness(csv_path, tmp_path):
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=64)
     record = _RecordLR()
     _trainer(tmp_path, 5, callbacks=[record], limit_train_batches=1, limit_val_batches=1).fit(
-        ForecastTask(NLinear(24, 8, 7), lr=1e-3), dm)
+        ForecastTask(NLINEAR, lr=1e-3, test_after_fit=False), dm)
     assert record.lrs == pytest.approx(_harness_type1_lrs(1e-3, 5))
     assert record.lrs == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4])
 
@@ -55,7 +60,7 @@ def test_ts_task_metrics_every_window(csv_path, tmp_path, features):
     torch.manual_seed(0)
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features=features, batch_size=16,
                        eval_batch_size=7)
-    task = ForecastTask(NLinear(24, 8, 7), lr=1e-2, inverse_metrics=True)
+    task = ForecastTask(NLINEAR, lr=1e-2, inverse_metrics=True, test_after_fit=False)
     trainer = _trainer(tmp_path, 2)
     trainer.fit(task, dm)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5)  # lr for a third epoch
@@ -83,7 +88,7 @@ def test_ts_task_metrics_every_window(csv_path, tmp_path, features):
 def test_ts_task_early_stopping_and_best_checkpoint(csv_path, tmp_path):
     torch.manual_seed(0)
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
-    task = ForecastTask(SMamba(24, 8, 7, d_model=8, d_ff=8, e_layers=1), lr=1e-3, scheduler="cosine")
+    task = ForecastTask(SMAMBA8, lr=1e-3, scheduler="cosine", test_after_fit=False)
     stop = L.pytorch.callbacks.EarlyStopping("val/loss", patience=1)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(str(tmp_path), monitor="val/loss", mode="min")
     trainer = _trainer(tmp_path, 3, callbacks=[stop, ckpt], limit_train_batches=2)
@@ -97,14 +102,35 @@ def test_ts_task_early_stopping_and_best_checkpoint(csv_path, tmp_path):
 def test_ts_task_model_data_mismatch(csv_path, tmp_path):
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="S")
     with pytest.raises(ValueError, match=r"built for .*'enc_in': 7.* data gives .*'enc_in': 1"):
-        _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7)), dm)
+        _trainer(tmp_path, 1).fit(ForecastTask(NLINEAR, dims={"seq_len": 24, "pred_len": 8, "enc_in": 7}), dm)
+    stated = {"class_path": "ssmkit.timeseries.models.NLinear", "init_args": {"enc_in": 7}}
+    with pytest.raises(ValueError, match=r"model config sets \{'enc_in': 7\} but the data gives .*'enc_in': 1"):
+        _trainer(tmp_path, 1).fit(ForecastTask(stated), dm)
     with pytest.raises(ValueError, match="warmup_steps"):
-        ForecastTask(NLinear(24, 8, 7), warmup_steps=10)
+        ForecastTask(NLINEAR, warmup_steps=10)
+    with pytest.raises(RuntimeError, match="built in setup"):
+        ForecastTask(NLINEAR)(torch.randn(1, 24, 7))
+
+
+def test_ts_task_builds_the_model_from_the_file_and_checkpoint(csv_path, tmp_path):
+    """No channel count anywhere: the task builds NLinear for the file's 7 columns; the checkpoint records the
+    dimensions and Lightning's load_from_checkpoint rebuilds the same model from the hyper-parameters."""
+    dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8)
+    task = ForecastTask(NLINEAR, lr=1e-2, test_after_fit=False)
+    trainer = _trainer(tmp_path, 1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(task, dm)
+    assert task.model.head.linear.weight.shape == (8, 24) and task.model.enc_in == 7
+    assert task.hparams["dims"] == {"seq_len": 24, "pred_len": 8, "enc_in": 7}
+    ckpt = tmp_path / "t.ckpt"
+    trainer.save_checkpoint(ckpt)
+    loaded = ForecastTask.load_from_checkpoint(ckpt)
+    assert type(loaded.model) is NLinear and loaded.model.enc_in == 7
+    assert torch.equal(loaded.model.head.linear.weight, task.model.head.linear.weight)
 
 
 def test_ts_task_closed_form_init_fits_every_training_window(csv_path, tmp_path):
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
-    task = ForecastTask(NLinear(24, 8, 7), lr=0.0, closed_form_init=True)
+    task = ForecastTask(NLINEAR, lr=0.0, closed_form_init=True, test_after_fit=False)
     _trainer(tmp_path, 1, limit_train_batches=1).fit(task, dm)
     train = dm.datasets["train"]
     xs, ys = zip(*[(x, y[-8:]) for x, y, _, _ in (train[s] for s in range(len(train)))])
@@ -114,22 +140,23 @@ def test_ts_task_closed_form_init_fits_every_training_window(csv_path, tmp_path)
     expected.fit_closed_form(x, y)
     assert torch.allclose(task.model.head.linear.weight, expected.head.linear.weight)
     with pytest.raises(ValueError, match="closed_form_init=True needs a model with fit_closed_form"):
-        ForecastTask(SMamba(24, 8, 7, d_model=8, d_ff=8, e_layers=1).projector, closed_form_init=True)
+        ForecastTask({"class_path": "ssmkit.timeseries.models.DLinear"}, dims={"seq_len": 24, "pred_len": 8, "enc_in": 7},
+                     closed_form_init=True)
     ms = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="MS")
     with pytest.raises(ValueError, match="features 'M' or 'S'"):
-        _trainer(tmp_path, 1).fit(ForecastTask(NLinear(24, 8, 7), closed_form_init=True), ms)
+        _trainer(tmp_path, 1).fit(ForecastTask(NLINEAR, closed_form_init=True), ms)
 
 
 def test_ts_task_closed_form_init_keeps_resumed_weights(csv_path, tmp_path):
     torch.manual_seed(0)
     dm = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, batch_size=32)
-    task = ForecastTask(NLinear(24, 8, 7), lr=1e-2, closed_form_init=True)
+    task = ForecastTask(NLINEAR, lr=1e-2, closed_form_init=True, test_after_fit=False)
     trainer = _trainer(tmp_path, 1, limit_train_batches=2)
     trainer.fit(task, dm)
     ckpt = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(ckpt)
     trained = task.model.head.linear.weight.detach().clone()
-    resumed = ForecastTask(NLinear(24, 8, 7), lr=1e-2, closed_form_init=True)
+    resumed = ForecastTask(NLINEAR, lr=1e-2, closed_form_init=True, test_after_fit=False)
     _trainer(tmp_path, 1, limit_train_batches=2).fit(resumed, dm, ckpt_path=str(ckpt))
     assert torch.equal(resumed.model.head.linear.weight, trained)   # not re-fitted over the restored weights
 
@@ -138,7 +165,7 @@ def test_ts_task_closed_form_init_keeps_resumed_weights(csv_path, tmp_path):
 def test_ts_task_training_loss_matches_a_direct_computation(loss):
     """training_step's loss equals the chosen error of the forecast against y's last H steps, in fp64 numpy."""
     torch.manual_seed(0)
-    task = ForecastTask(NLinear(24, 8, 3), loss=loss)
+    task = ForecastTask(NLINEAR, loss=loss, dims={"seq_len": 24, "pred_len": 8, "enc_in": 3})
     x, y, x_mark = torch.randn(5, 24, 3), torch.randn(5, 20, 3), torch.randn(5, 24, 4)
     got = task.training_step((x, y, x_mark, None), 0).item()
     err = task.model(x).detach().double().numpy() - y[:, -8:].double().numpy()
@@ -149,6 +176,8 @@ def test_ts_task_training_loss_matches_a_direct_computation(loss):
 
 def test_ts_task_loss_errors():
     with pytest.raises(ValueError, match="loss must be one of"):
-        ForecastTask(NLinear(24, 8, 3), loss="l2")
+        ForecastTask(NLINEAR, loss="l2")
     with pytest.raises(ValueError, match="SpaceTime trains on its own loss"):
-        ForecastTask(SpaceTime(24, 8, 3, d_model=16, n_blocks=1, kernel_dim=8, n_kernels=4), loss="mae")
+        ForecastTask({"class_path": "ssmkit.timeseries.models.SpaceTime",
+                      "init_args": {"d_model": 16, "n_blocks": 1, "kernel_dim": 8, "n_kernels": 4}},
+                     loss="mae", dims={"seq_len": 24, "pred_len": 8, "enc_in": 3})
