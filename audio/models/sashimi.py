@@ -135,11 +135,13 @@ class SaShiMi(nn.Module):
     right by one, starting with 128, to predict each sample from its past).
 
     layer: 's4' (Hurwitz DPLR, HiPPO-LegS init, `n_ssm` shared copies) or 's4d' (diagonal, S4D-Lin).
+    ssm_lr: the learning rate the SSM parameters (dt, A, B, P) ask the optimiser for through their `_optim` hint
+    (no weight decay; None: the task's lr), as in state-spaces/s4.
     """
 
     def __init__(self, d_model: int = 64, n_layers: int = 8, pool: Sequence[int] = (4, 4), expand: int = 2,
                  ff: int = 2, layer: str = "s4", d_state: int = 64, n_ssm: Optional[int] = 1, dropout: float = 0.0,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, n_classes: int = 256):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, ssm_lr: Optional[float] = 1e-3, n_classes: int = 256):
         super().__init__()
         if layer not in ("s4", "s4d"):
             raise ValueError(f"layer must be 's4' or 's4d', got {layer!r}")
@@ -147,8 +149,8 @@ class SaShiMi(nn.Module):
 
         def make_ssm(d):
             if layer == "s4":
-                return S4(d, d_state=d_state, n_ssm=n_ssm, dt_min=dt_min, dt_max=dt_max, dropout=dropout)
-            return S4D(d, d_state=d_state, dt_min=dt_min, dt_max=dt_max, dropout=dropout)
+                return S4(d, d_state=d_state, n_ssm=n_ssm, dt_min=dt_min, dt_max=dt_max, dropout=dropout, lr=ssm_lr)
+            return S4D(d, d_state=d_state, dt_min=dt_min, dt_max=dt_max, dropout=dropout, lr=ssm_lr)
 
         self.embedding = nn.Embedding(n_classes, d_model)
         d, down = d_model, []
@@ -172,10 +174,6 @@ class SaShiMi(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"unknown SaShiMi preset {name!r}; known: {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    def ssm_parameters(self):
-        """The S4/S4D kernel parameters (their own optimiser group: lower lr, no weight decay)."""
-        return [p for m in self.modules() if isinstance(m, (S4, S4D)) for p in m.ssm_parameters()]
 
     def _check_codes(self, name, codes, ndim):
         if codes.dtype not in (torch.int64, torch.int32, torch.uint8) or codes.ndim != ndim:
