@@ -140,8 +140,8 @@ def test_ts_task_closed_form_init_fits_every_training_window(csv_path, tmp_path)
     expected.fit_closed_form(x, y)
     assert torch.allclose(task.model.head.linear.weight, expected.head.linear.weight)
     with pytest.raises(ValueError, match="closed_form_init=True needs a model with fit_closed_form"):
-        ForecastTask({"class_path": "ssmkit.timeseries.models.DLinear"}, dims={"seq_len": 24, "pred_len": 8, "enc_in": 7},
-                     closed_form_init=True)
+        ForecastTask({"class_path": "ssmkit.timeseries.models.DLinear"},
+                     dims={"seq_len": 24, "pred_len": 8, "enc_in": 7}, closed_form_init=True)
     ms = CSVDataModule(str(csv_path), seq_len=24, label_len=12, pred_len=8, features="MS")
     with pytest.raises(ValueError, match="features 'M' or 'S'"):
         _trainer(tmp_path, 1).fit(ForecastTask(NLINEAR, closed_form_init=True), ms)
