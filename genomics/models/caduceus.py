@@ -56,9 +56,7 @@ class Caduceus(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"unknown Caduceus preset {name!r}; presets: {sorted(PRESETS)}")
         p = {**PRESETS[name], **overrides}
-        if p.pop("rcps"):
-            return caduceus_ps(**p)
-        return cls(**p)
+        return CaduceusPS(**p) if p.pop("rcps") else cls(**p)
 
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         hidden, residual = self.embedding(ids), None
@@ -70,7 +68,11 @@ class Caduceus(nn.Module):
         return self.hidden(ids) @ self.embedding.weight.T
 
 
-def caduceus_ps(d_model: int = 128, n_layer: int = 4, vocab_size: int = PADDED_VOCAB_SIZE, **mamba_kwargs) -> RCPS:
-    """Caduceus-PS: RC-equivariant parameter sharing around RMSNorm -> BiMamba residual blocks."""
-    return RCPS(lambda i: ResidualBlock(d_model, bimamba(d_model, **mamba_kwargs), norm=RMSNorm), d_model, n_layer,
-                vocab_size, norm=RMSNorm)
+class CaduceusPS(RCPS):
+    """Caduceus-PS: RC-equivariant parameter sharing (`RCPS`) around RMSNorm -> BiMamba residual blocks."""
+
+    def __init__(self, d_model: int = 128, n_layer: int = 4, vocab_size: int = PADDED_VOCAB_SIZE, d_state: int = 16,
+                 d_conv: int = 4, expand: int = 2):
+        kw = dict(d_state=d_state, d_conv=d_conv, expand=expand)
+        super().__init__(lambda i: ResidualBlock(d_model, bimamba(d_model, **kw), norm=RMSNorm), d_model, n_layer,
+                         vocab_size, norm=RMSNorm)

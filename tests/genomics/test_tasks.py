@@ -150,3 +150,18 @@ def test_genomics_step_sampling_equals_recomputed_forward_sampling():
     a = sample(model, 12, 3, prompt="ACGT", seed=3)
     assert a == sample(NoStep(), 12, 3, prompt="ACGT", seed=3)
     assert all(len(s) == 12 for s in a) and len(set(a)) > 1
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in
+                                          __import__("pathlib").Path(__file__).parents[2].joinpath(
+                                              "configs", "genomics").glob("*.yaml")))
+def test_genomics_configs_parse(config, capsys):
+    """Every shipped config resolves its classes and arguments (LightningCLI --print_config)."""
+    import pathlib
+
+    from ssmkit.cli import lightning_cli
+    path = pathlib.Path(__file__).parents[2] / "configs" / "genomics" / config
+    with pytest.raises(SystemExit) as e:
+        lightning_cli(["fit", "--config", str(path), "--print_config"])
+    assert e.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
