@@ -34,6 +34,7 @@ VERBS = {
     "dna": "ssmkit.genomics.cli:dna_main",
     "generate": "ssmkit.audio.generate:main",
     "recommend": "ssmkit.recsys.recommend:main",
+    "export": "ssmkit.export:main",
 }
 
 

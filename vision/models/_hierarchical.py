@@ -15,6 +15,8 @@ import torch.utils.checkpoint
 from timm.layers import DropPath, register_notrace_function, trunc_normal_
 from timm.models._features import feature_take_indices
 
+from ._capture import shape_str
+
 
 class ConvLayer(nn.Module):
     """conv -> optional BatchNorm -> optional ReLU (keys `conv`, `norm`)."""
@@ -77,16 +79,11 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-def dwconv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a (depthwise) Conv2d to a channels-last tensor."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-
 @register_notrace_function
 def check_image(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Raise ValueError naming `x` unless it is (B, in_chans, H, W); returns x (a torch.fx leaf)."""
     if x.dim() != 4 or x.shape[1] != in_chans:
-        raise ValueError(f"x must be an image batch (B, {in_chans}, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"x must be an image batch (B, {in_chans}, H, W), got {shape_str(x)}")
     return x
 
 
@@ -104,10 +101,11 @@ class Stage(nn.Module):
         self.grad_checkpointing = False
 
     def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            for blk in self.blocks:
                 x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
-            else:
+        else:
+            for blk in self.blocks:
                 x = blk(x)
         return x
 

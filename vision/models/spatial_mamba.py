@@ -9,15 +9,51 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ssmkit.core.layers import StructureAwareSSM
 
-from ._hierarchical import HierarchicalBackbone, Mlp, drop_path_or_identity, dwconv_nhwc
+from ._capture import capturing
+from ._hierarchical import HierarchicalBackbone, Mlp, drop_path_or_identity
 
-__all__ = ["SpatialMamba", "checkpoint_filter_fn"]
+__all__ = ["SASFMixer", "SpatialMamba", "checkpoint_filter_fn"]
+
+
+@register_notrace_module
+class SASFMixer(StructureAwareSSM):
+    """Core's `StructureAwareSSM` (same parameters and keys) with a graph-capture path, `forward_ops`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.forward_ops(x)
+        else:
+            return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ops(x) if capturing() else StructureAwareSSM.forward(self, x)
+
+    def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, d_model) -> same: conv + SiLU, the state-returning scan as a registered op, state fusion,
+        read-out C . h' + D x, LayerNorm, SiLU(z) gate, out_proj."""
+        Bsz, H, W = x.shape[0], x.shape[1], x.shape[2]
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        u = F.silu(self.conv2d(xs.permute(0, 3, 1, 2))).flatten(2)                  # (B, d_inner, L)
+        dt, Bm, Cm = F.linear(u.transpose(1, 2), self.x_proj_weight.to(u.dtype)).split(
+            [self.dt_rank, self.d_state, self.d_state], -1)
+        dt = F.linear(dt, self.dt_projs_weight.to(u.dtype))
+        f = torch.float64 if u.dtype == torch.float64 else torch.float32
+        h = torch.ops.ssmkit.selective_scan_states(u, dt.transpose(1, 2), -torch.exp(self.A_logs.to(f)),
+                                                   Bm.transpose(1, 2), self.dt_projs_bias.to(f), True)
+        N = h.shape[-1]                                                             # h (B, d_inner, L, N)
+        maps = h.permute(0, 3, 1, 2).reshape(Bsz * N, self.d_inner, H, W)
+        h = self.state_fusion(maps).reshape(Bsz, N, self.d_inner, H * W)            # (B, N, d_inner, L)
+        y = (h * Cm.to(f).transpose(1, 2).unsqueeze(2)).sum(1) + self.Ds.to(f)[:, None] * u.to(f)
+        y = self.out_norm(y.transpose(1, 2).reshape(Bsz, H, W, self.d_inner).to(x.dtype)) * F.silu(z)
+        return self.out_proj(y)
 
 
 @register_notrace_module
@@ -29,16 +65,16 @@ class SpatialMambaBlock(nn.Module):
         super().__init__()
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.ln_1 = nn.LayerNorm(dim)
-        self.self_attention = StructureAwareSSM(dim, d_state=d_state, ssm_ratio=ssm_ratio, backend=backend)
+        self.self_attention = SASFMixer(dim, d_state=d_state, ssm_ratio=ssm_ratio, backend=backend)
         self.drop_path = drop_path_or_identity(drop_path)
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + dwconv_nhwc(self.cpe1, x)
+        x = x + self.cpe1(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x + self.drop_path(self.self_attention(self.ln_1(x)))
-        x = x + dwconv_nhwc(self.cpe2, x)
+        x = x + self.cpe2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.drop_path(self.mlp(self.ln_2(x)))
 
 

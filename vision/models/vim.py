@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, lecun_normal_, register_notrace_function, register_notrace_module, \
@@ -21,14 +22,81 @@ from timm.layers import DropPath, lecun_normal_, register_notrace_function, regi
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ssmkit.core.blocks import Block, RMSNorm
+from ssmkit.core.blocks import RMSNorm
 from ssmkit.core.layers import BiMamba
 
-__all__ = ["VisionMamba", "checkpoint_filter_fn"]
+from ._capture import capturing, shape_str
 
-# torch.fx leaves: the blocks (scan, sampled drop path) and the dtype-dependent RMSNorm
-register_notrace_module(Block)
+__all__ = ["VisionMamba", "VimBlock", "VimMixer", "checkpoint_filter_fn"]
+
+# torch.fx leaf: the dtype-dependent RMSNorm
 register_notrace_module(RMSNorm)
+
+
+def scan_branch_ops(xs: torch.Tensor, z: torch.Tensor, conv_weight: torch.Tensor, conv_bias: Optional[torch.Tensor],
+                    x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor, dt_proj_bias: torch.Tensor,
+                    A_log: torch.Tensor, D: torch.Tensor, d_state: int) -> torch.Tensor:
+    """One direction of the bimamba-v2 mixer on (B, d_inner, L) with the registered scan op: causal depthwise
+    conv + SiLU -> x_proj -> dt_proj -> selective scan gated by SiLU(z) (core's `_scan_branch`, scriptable)."""
+    width = conv_weight.shape[-1]
+    xs = F.silu(F.conv1d(F.pad(xs, [width - 1, 0]), conv_weight, conv_bias, 1, 0, 1, xs.shape[1]))
+    dt, B, C = F.linear(xs.transpose(1, 2), x_proj_weight).split([dt_proj_weight.shape[1], d_state, d_state], -1)
+    dt = F.linear(dt, dt_proj_weight)
+    f = torch.float64 if xs.dtype == torch.float64 else torch.float32
+    return torch.ops.ssmkit.selective_scan(xs, dt.transpose(1, 2), -torch.exp(A_log.to(f)), B.transpose(1, 2),
+                                           C.transpose(1, 2), D.to(f), z, dt_proj_bias.to(f), True)
+
+
+@register_notrace_module
+class VimMixer(BiMamba):
+    """Core's bimamba-v2 `BiMamba` (same parameters and keys) with a graph-capture path, `forward_ops`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, backend: str = "auto"):
+        super().__init__(d_model, variant="v2", divide_out=True, d_state=d_state, backend=backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.forward_ops(x)
+        else:
+            return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ops(x) if capturing() else BiMamba.forward(self, x)
+
+    def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model): out_proj((y_f + flip(y_b)) / 2), scans as registered ops."""
+        xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        y_f = scan_branch_ops(xs, z, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                              self.dt_proj.bias, self.A_log, self.D, self.d_state)
+        y_b = scan_branch_ops(xs.flip([-1]), z.flip([-1]), self.conv1d_b.weight, self.conv1d_b.bias,
+                              self.x_proj_b.weight, self.dt_proj_b.weight, self.dt_proj_b.bias, self.A_b_log,
+                              self.D_b, self.d_state)
+        y = y_f + y_b.flip([-1])
+        if self.divide_out:
+            y = y / 2
+        return self.out_proj(y.transpose(1, 2))
+
+
+@register_notrace_module
+class VimBlock(nn.Module):
+    """Vim's block in mamba_ssm's add-then-norm order (keys `norm`, `mixer`):
+    residual' = residual + drop_path(hidden); returns (mixer(norm(residual')), residual').
+
+    `residual_in_fp32` keeps the running residual in fp32 under mixed precision (fp64 stays fp64)."""
+
+    def __init__(self, dim: int, mixer: nn.Module, norm: nn.Module, residual_in_fp32: bool = True,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.mixer, self.norm, self.residual_in_fp32 = mixer, norm, residual_in_fp32
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, hidden: torch.Tensor, residual: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        residual = hidden if residual is None else residual + self.drop_path(hidden)
+        if self.residual_in_fp32 and residual.dtype != torch.float64:
+            residual = residual.float()
+        return self.mixer(self.norm(residual.to(self.norm.weight.dtype))), residual
 
 
 @register_notrace_module
@@ -51,40 +119,39 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
-        size = tuple(x.shape[-2:])
-        if self.strict_img_size and size != self.img_size:
+            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got {shape_str(x)}")
+        h, w = x.shape[-2], x.shape[-1]
+        if self.strict_img_size and (h != self.img_size[0] or w != self.img_size[1]):
             raise ValueError(f"x must be {self.img_size[0]}x{self.img_size[1]} pixels for this model, got "
-                             f"{size[0]}x{size[1]}; create it with img_size={size} or dynamic_img_size=True")
-        if min(s - p for s, p in zip(size, self.patch_size)) < 0:
-            raise ValueError(f"x must be at least {self.patch_size} pixels, got {size}")
+                             f"{h}x{w}; create it with img_size=({h}, {w}) or dynamic_img_size=True")
+        if h < self.patch_size[0] or w < self.patch_size[1]:
+            raise ValueError(f"x must be at least {self.patch_size[0]}x{self.patch_size[1]} pixels, got {h}x{w}")
         return self.proj(x)
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, new_grid, old_grid) -> torch.Tensor:
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: List[int], old_grid: List[int]) -> torch.Tensor:
     """Resample a (1, gh*gw + 1, D) embedding whose class token sits at index gh*gw // 2 to a new grid."""
     n_old = old_grid[0] * old_grid[1]
     if pos_embed.shape[1] != n_old + 1:
-        raise ValueError(f"pos_embed must have {n_old + 1} tokens for grid {tuple(old_grid)}, got "
-                         f"{tuple(pos_embed.shape)}")
-    if tuple(new_grid) == tuple(old_grid):
+        raise ValueError(f"pos_embed must have {n_old + 1} tokens for grid {old_grid}, got {shape_str(pos_embed)}")
+    if new_grid[0] == old_grid[0] and new_grid[1] == old_grid[1]:
         return pos_embed
     mid = n_old // 2
     cls = pos_embed[:, mid:mid + 1]
     grid = torch.cat([pos_embed[:, :mid], pos_embed[:, mid + 1:]], dim=1)
-    grid = resample_abs_pos_embed(grid, list(new_grid), list(old_grid), num_prefix_tokens=0)
+    grid = resample_abs_pos_embed(grid, [new_grid[0], new_grid[1]], [old_grid[0], old_grid[1]], num_prefix_tokens=0)
     mid_new = new_grid[0] * new_grid[1] // 2
     return torch.cat([grid[:, :mid_new], cls, grid[:, mid_new:]], dim=1)
 
 
 @register_notrace_function
 def embed_tokens(patches: torch.Tensor, cls_token: torch.Tensor, pos_embed: torch.Tensor,
-                  grid: Tuple[int, int]) -> torch.Tensor:
+                 grid: List[int]) -> torch.Tensor:
     """(B, D, gh, gw) patches -> (B, M + 1, D) tokens with the class token at M // 2, plus position embedding."""
     x = patches.flatten(2).transpose(1, 2)
     mid = x.shape[1] // 2
     x = torch.cat([x[:, :mid], cls_token.expand(x.shape[0], -1, -1), x[:, mid:]], dim=1)
-    return x + resample_pos_embed(pos_embed, tuple(patches.shape[-2:]), grid)
+    return x + resample_pos_embed(pos_embed, [patches.shape[-2], patches.shape[-1]], grid)
 
 
 @register_notrace_function
@@ -134,8 +201,8 @@ class VisionMamba(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = [0.0] + [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # Vim's schedule, shifted
         self.layers = nn.ModuleList(
-            Block(embed_dim, BiMamba(embed_dim, variant="v2", divide_out=True, d_state=d_state, backend=backend),
-                  norm=RMSNorm(embed_dim, eps=norm_eps), residual_in_fp32=residual_in_fp32, drop_path=dpr[i])
+            VimBlock(embed_dim, VimMixer(embed_dim, d_state=d_state, backend=backend),
+                     norm=RMSNorm(embed_dim, eps=norm_eps), residual_in_fp32=residual_in_fp32, drop_path=dpr[i])
             for i in range(depth))
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm_f = RMSNorm(embed_dim, eps=norm_eps)
@@ -189,11 +256,12 @@ class VisionMamba(nn.Module):
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pos_drop(embed_tokens(self.patch_embed(x), self.cls_token, self.pos_embed,
-                                           self.patch_embed.grid_size))
+        grid = self.patch_embed.grid_size
+        return self.pos_drop(embed_tokens(self.patch_embed(x), self.cls_token, self.pos_embed, [grid[0], grid[1]]))
 
+    @torch.jit.unused
     def _run_layer(self, layer: nn.Module, hidden, residual):
-        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+        if self.grad_checkpointing and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(layer, hidden, residual, use_reentrant=False)
         return layer(hidden, residual)
 
@@ -202,9 +270,13 @@ class VisionMamba(nn.Module):
         return self.norm_f(residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        hidden, residual = self._embed(x), None
+        hidden = self._embed(x)
+        residual: Optional[torch.Tensor] = None
         for layer in self.layers:
-            hidden, residual = self._run_layer(layer, hidden, residual)
+            if torch.jit.is_scripting():
+                hidden, residual = layer(hidden, residual)
+            else:
+                hidden, residual = self._run_layer(layer, hidden, residual)
         return self._final(hidden, residual).to(hidden.dtype)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

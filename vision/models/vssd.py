@@ -17,7 +17,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ssmkit.core.init import init_dt_bias, set_optim
 from ssmkit.core.ops import ssd_noncausal
 
-from ._hierarchical import HierarchicalBackbone, Mlp, drop_path_or_identity, dwconv_nhwc
+from ._capture import capturing, shape_str
+from ._hierarchical import HierarchicalBackbone, Mlp, drop_path_or_identity
 
 __all__ = ["VSSD", "NonCausalSSD", "checkpoint_filter_fn"]
 
@@ -54,16 +55,27 @@ class NonCausalSSD(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if u.dim() != 4 or u.shape[-1] != self.d_model:
-            raise ValueError(f"u must be (B, H, W, {self.d_model}) channels-last, got {tuple(u.shape)}")
-        Bsz, H, W, _ = u.shape
+            raise ValueError(f"u must be (B, H, W, {self.d_model}) channels-last, got {shape_str(u)}")
+        Bsz, H, W = u.shape[0], u.shape[1], u.shape[2]
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
-        xBC = F.silu(dwconv_nhwc(self.conv2d, xBC)).reshape(Bsz, H * W, -1)
+        xBC = F.silu(self.conv2d(xBC.permute(0, 3, 1, 2))).permute(0, 2, 3, 1).reshape(Bsz, H * W, -1)
         x, Bm, Cm = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
-        y = ssd_noncausal(x.unflatten(-1, (self.nheads, self.headdim)), dt.reshape(Bsz, H * W, self.nheads),
-                          torch.exp(self.A_log.float()), Bm.unsqueeze(2), Cm.unsqueeze(2), self.D, self.dt_bias,
-                          dt_softplus=True, backend=self.backend)
+        x = x.unflatten(-1, (self.nheads, self.headdim))
+        dt = dt.reshape(Bsz, H * W, self.nheads)
+        A = torch.exp(self.A_log.to(torch.float64 if u.dtype == torch.float64 else torch.float32))
+        if torch.jit.is_scripting():
+            y = torch.ops.ssmkit.ssd_noncausal(x, dt, A, Bm.unsqueeze(2), Cm.unsqueeze(2), self.D, self.dt_bias, True)
+        else:
+            y = self._scan_eager(x, dt, A, Bm.unsqueeze(2), Cm.unsqueeze(2))
         y = self.norm(y.reshape(Bsz, H, W, self.d_inner)) * z
         return self.out_proj(y)
+
+    @torch.jit.unused
+    def _scan_eager(self, x, dt, A, Bm, Cm):
+        """The public op (any backend), or its registered custom op while dynamo traces."""
+        if capturing():
+            return torch.ops.ssmkit.ssd_noncausal(x, dt, A, Bm, Cm, self.D, self.dt_bias, True)
+        return ssd_noncausal(x, dt, A, Bm, Cm, self.D, self.dt_bias, dt_softplus=True, backend=self.backend)
 
 
 @register_notrace_module
@@ -105,9 +117,9 @@ class VSSDBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + dwconv_nhwc(self.cpe1, x)
+        x = x + self.cpe1(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + dwconv_nhwc(self.cpe2, x)
+        x = x + self.cpe2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
