@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, Optional, Tuple, Union
 
 import torch
@@ -37,9 +38,9 @@ def dt_rank(d_model: int, rank: Union[int, str] = "auto") -> int:
     """Rank of the dt projection: ceil(d_model / 16) for "auto" (mamba_ssm), else the given int."""
     if rank == "auto":
         return math.ceil(d_model / 16)
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
         raise ValueError(f"dt_rank must be 'auto' or a positive int, got {rank!r}")
-    return rank
+    return int(rank)
 
 
 def init_dt_bias(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:

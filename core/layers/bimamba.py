@@ -17,6 +17,8 @@ from ..dtypes import state_dtype
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d
 from ..ops.selective_scan import selective_scan
+from ..init import to_factory
+from .contract import reject_state
 from .mamba import Mamba
 
 VARIANTS = ("v2", "caduceus", "smamba")
@@ -59,10 +61,11 @@ class BiMamba(nn.Module):
     """Bidirectional Mamba mixer (B, L, d_model) -> (B, L, d_model); see the module docstring for variants.
 
     Remaining keyword arguments (d_state, d_conv, expand, dt_rank, dt_min, dt_max, ..., backend) are Mamba's.
+    Bidirectional, hence not recurrent: it carries no state.
     """
 
     def __init__(self, d_model: int, variant: str = "v2", divide_out: bool = True, strategy: str = "add",
-                 **mamba_kwargs):
+                 device=None, dtype=None, **mamba_kwargs):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -80,8 +83,12 @@ class BiMamba(nn.Module):
             if variant == "caduceus":
                 rev.in_proj, rev.out_proj = fwd.in_proj, fwd.out_proj
             self.mamba_fwd, self.mamba_rev = fwd, rev
+        to_factory(self, device, dtype, keep_fp32=("A_log", "D", "A_b_log", "D_b", "mamba_fwd.A_log", "mamba_fwd.D",
+                                                    "mamba_rev.A_log", "mamba_rev.D"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """x (B, L, d_model) -> same shape."""
+        reject_state(self, state, return_state)
         check_tensor("x", x, (None, None, self.d_model))
         if self.variant != "v2":
             y_f = self.mamba_fwd(x)

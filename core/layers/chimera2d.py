@@ -13,7 +13,6 @@ seasonal inputs belongs to the model built on this layer.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Tuple, Union
 
 import torch
@@ -21,9 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import dt_rank as resolve_dt_rank
+from ..init import init_dt_bias, s4d_real_A_log, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.chimera2d import selective_scan_2d
+from .contract import reject_state
 
 DEFAULT_DT_RANGES = ((0.001, 0.01), (0.01, 0.1))
 
@@ -34,13 +35,13 @@ class Chimera2DSSM(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, expand: float = 1.0, dt_rank: Union[int, str] = "auto",
                  dt_ranges: Sequence[Tuple[float, float]] = DEFAULT_DT_RANGES,
                  variate_dt_range: Tuple[float, float] = (0.001, 0.1), coupling_init: float = 0.5,
-                 dt_init_floor: float = 1e-4, bias: bool = False):
+                 dt_init_floor: float = 1e-4, bias: bool = False, device=None, dtype=None):
         super().__init__()
         d_inner = int(expand * d_model)
         if len(dt_ranges) == 0 or d_inner % len(dt_ranges):
             raise ValueError(f"dt_ranges must give a number of heads dividing d_inner={d_inner}, got {dt_ranges!r}")
         self.d_model, self.d_inner, self.d_state = d_model, d_inner, d_state
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dt_rank = resolve_dt_rank(d_model, dt_rank)
         R, N, K = self.dt_rank, d_state, 2                                     # K: forward, backward modules
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         bound = d_inner ** -0.5
@@ -51,14 +52,14 @@ class Chimera2DSSM(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.stack([
             torch.stack([time_bias(), init_dt_bias(d_inner, *variate_dt_range, dt_init_floor)]) for _ in range(K)]))
         self.dt_projs_bias._no_reinit = True
-        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K, 2, d_inner, 1)
-        self.A_logs = nn.Parameter(torch.log(A))                                # (K, 2, d_inner, N): A1, A4
+        self.A_logs = nn.Parameter(s4d_real_A_log(K, 2, d_inner, d_state=N))    # (K, 2, d_inner, N): A1, A4
         self.couplings = nn.Parameter(torch.full((K, 2, d_inner, N), float(coupling_init)))  # rho2, rho3
         self.Ds = nn.Parameter(torch.ones(K, d_inner))
         set_optim(self.A_logs, weight_decay=0.0)
         set_optim(self.Ds, weight_decay=0.0)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        to_factory(self, device, dtype)
 
     def scan(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Module k's 2-D selective scan of x (B, L, V, d_inner) in its own variate order -> same shape."""
@@ -70,8 +71,9 @@ class Chimera2DSSM(nn.Module):
                                  self.couplings[k].to(f), B1, B2, C1, C2, self.Ds[k].to(f),
                                  self.dt_projs_bias[k].to(f), True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, L, V, d_model) -> same shape."""
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """x (B, L, V, d_model) -> same shape (bidirectional along the variates: no state)."""
+        reject_state(self, state, return_state)
         check_tensor("x", x, ("B", "L", "V", self.d_model))
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         y = self.scan(xs, 0) + self.scan(xs.flip(2), 1).flip(2)

@@ -5,17 +5,27 @@ channels (SpaceTime's heads). Parameters a, b, c (and k for the closed loop) are
 HazyResearch/spacetime; with `norm_order` > 0, vectors are divided by their L^p norm before use.
 `kernel_method` 'squaring' (SpaceTime's released path) or 'fft' (the O(d + L) path; it breaks down when A has
 an eigenvalue on the unit circle, which L1-normalised a with non-negative entries produces).
+The state is `CompanionState`; with it, `forward` adds the state's response c^T A^(t+1) x0 and returns the final
+state A^L x0 + sum_s A^(L-1-s) b u_s (Krylov matrices by repeated squaring), so a sequence can be processed in pieces.
 """
 from __future__ import annotations
+
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
+from ..init import to_factory
 from ..ops._checks import check_tensor
 from ..ops.companion import companion_kernel, companion_kernel_squaring, companion_matrix, krylov
 from ..ops.fft_conv import fft_conv
 
 _KERNELS = {"fft": companion_kernel, "squaring": companion_kernel_squaring}
+
+
+class CompanionState(NamedTuple):
+    """State of `CompanionSSM` / `ClosedLoopCompanionSSM`: x (B, d_model, kernel_dim), in the parameters' dtype."""
+    x: torch.Tensor
 
 
 def _normalise(x: torch.Tensor, order: int) -> torch.Tensor:
@@ -29,7 +39,7 @@ class CompanionSSM(nn.Module):
     """Open-loop companion SSM: y = K * u (+ skip u) with K[l] = c^T A^l b; (B, L, d_model) -> (B, L, d_model)."""
 
     def __init__(self, d_model: int, kernel_dim: int = 64, n_kernels: int | None = None, norm_order: int = 1,
-                 skip_connection: bool = False, kernel_method: str = "squaring"):
+                 skip_connection: bool = False, kernel_method: str = "squaring", device=None, dtype=None):
         super().__init__()
         n_kernels = d_model if n_kernels is None else n_kernels
         if n_kernels < 1 or d_model % n_kernels:
@@ -43,6 +53,7 @@ class CompanionSSM(nn.Module):
         self.b = nn.Parameter(torch.randn(n_kernels, kernel_dim))
         self.c = nn.Parameter(torch.randn(n_kernels, kernel_dim))
         self.skip = nn.Parameter(torch.randn(d_model)) if skip_connection else None
+        to_factory(self, device, dtype)
 
     def ssm(self):
         """(a, b, c) as used by the kernel, each (n_kernels, kernel_dim); SpaceTime normalises only a here."""
@@ -55,29 +66,41 @@ class CompanionSSM(nn.Module):
         """(d_model, L) kernel: each kernel repeated over its channels."""
         return self._per_channel(_KERNELS[self.kernel_method](*self.ssm(), L))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: Optional[CompanionState] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y, same shape; with `return_state`, (y, CompanionState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
         u = x.transpose(1, 2)
-        y = fft_conv(u, self.conv_kernel(u.shape[-1]).to(u.dtype))
+        L = u.shape[-1]
+        y = fft_conv(u, self.conv_kernel(L).to(u.dtype))
         if self.skip is not None:
             y = y + u * self.skip.unsqueeze(-1)
-        return y.transpose(1, 2)
+        if state is None and not return_state:
+            return y.transpose(1, 2)
+        a, b, c = (self._per_channel(t) for t in self.ssm())
+        x0 = self.initial_state(x.shape[0]).x if state is None else state.x
+        check_tensor("state.x", x0, (x.shape[0], self.d_model, self.kernel_dim))
+        A = companion_matrix(a)                                               # (d_model, d, d)
+        seen = krylov(A, x0.to(a.dtype), L + 1)                               # (B, d_model, d, L + 1): A^t x0
+        y = y + (c.unsqueeze(-1) * seen[..., 1:]).sum(-2).to(y.dtype)
+        last = seen[..., L] + torch.einsum("hdj,bhj->bhd", krylov(A, b, L), u.flip(-1).to(a.dtype))
+        return y.transpose(1, 2), CompanionState(last)
 
-    def initial_state(self, batch_size: int) -> torch.Tensor:
+    def initial_state(self, batch_size: int) -> CompanionState:
         """Zero state (B, d_model, kernel_dim)."""
-        return self.a.new_zeros(batch_size, self.d_model, self.kernel_dim)
+        return CompanionState(self.a.new_zeros(batch_size, self.d_model, self.kernel_dim))
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: CompanionState):
         """x_{t} = A x_{t-1} + b u_t, y_t = c^T x_t (+ skip u_t); A x costs O(d) (shift + last column)."""
         check_tensor("x_t", x_t, ("B", self.d_model))
-        check_tensor("state", state, (x_t.shape[0], self.d_model, self.kernel_dim))
+        state = state.x
+        check_tensor("state.x", state, (x_t.shape[0], self.d_model, self.kernel_dim))
         a, b, c = (self._per_channel(t) for t in self.ssm())
         shifted = torch.cat([torch.zeros_like(state[..., :1]), state[..., :-1]], dim=-1)
         state = shifted + a * state[..., -1:] + b * x_t.unsqueeze(-1)
         y = (c * state).sum(-1)
         if self.skip is not None:
             y = y + self.skip * x_t
-        return y, state
+        return y.to(x_t.dtype), CompanionState(state)
 
 
 class ClosedLoopCompanionSSM(CompanionSSM):
@@ -89,9 +112,10 @@ class ClosedLoopCompanionSSM(CompanionSSM):
     """
 
     def __init__(self, d_model: int, kernel_dim: int = 64, n_kernels: int | None = None, norm_order: int = 1,
-                 kernel_method: str = "squaring"):
+                 kernel_method: str = "squaring", device=None, dtype=None):
         super().__init__(d_model, kernel_dim, n_kernels, norm_order, False, kernel_method)
         self.k = nn.Parameter(torch.randn(self.a.shape[0], kernel_dim))
+        to_factory(self, device, dtype)
 
     def ssm(self):
         """(a, b, c) for the open-loop kernel; the closed loop normalises b, c and k as well."""

@@ -12,7 +12,7 @@ D is a per-channel skip. `forward` uses the parallel scan over time; `step` adva
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,27 +20,29 @@ import torch.nn.functional as F
 
 from ..dtypes import state_dtype
 from ..ops._checks import check_tensor
+from ..init import to_factory
 from ..ops.convssm import convssm_scan
+from ..ops.hippo import hippo_legs_normal
 
 CLIP_RE = -1e-4
 
 
 def hippo_n_eigenvalues(P: int) -> torch.Tensor:
-    """The P eigenvalues with positive imaginary part of the normal part of HiPPO-LegS of size 2P (complex128)."""
-    n = torch.arange(2 * P, dtype=torch.float64)
-    scale = torch.sqrt(2 * n + 1)
-    skew = 0.5 * torch.outer(scale, scale) * (torch.tril(torch.ones(2 * P, 2 * P), -1) * -1
-                                              + torch.triu(torch.ones(2 * P, 2 * P), 1)).double()
-    freqs = torch.linalg.eigvalsh(1j * skew.to(torch.complex128))              # skew = -i * diag(freqs) in its basis
-    imag = freqs.sort(descending=True).values[:P]
-    return torch.complex(torch.full_like(imag, -0.5), imag)
+    """The P eigenvalues with positive imaginary part of the normal part of HiPPO-LegS of size 2P (complex128),
+    in descending order of the imaginary part."""
+    return hippo_legs_normal(2 * P)[0].flip(0)
+
+
+class ConvS5State(NamedTuple):
+    """State of `ConvS5`: x (B, H, W, d_state), complex64 (complex128 for an fp64 module)."""
+    x: torch.Tensor
 
 
 class ConvS5(nn.Module):
     """Convolutional S5 layer with d_model input/output channels and d_state complex state channels."""
 
     def __init__(self, d_model: int, d_state: int = 32, kernel_size: int = 3, kernel_size_C: Optional[int] = None,
-                 dt_min: float = 0.001, dt_max: float = 0.1):
+                 dt_min: float = 0.001, dt_max: float = 0.1, device=None, dtype=None):
         super().__init__()
         kC = kernel_size if kernel_size_C is None else kernel_size_C
         for name, k in (("kernel_size", kernel_size), ("kernel_size_C", kC)):
@@ -55,6 +57,7 @@ class ConvS5(nn.Module):
         self.C = nn.Parameter(torch.randn(d_model, d_state, kC, kC, 2) / math.sqrt(2 * d_state * kC ** 2))
         self.D = nn.Parameter(torch.ones(d_model))
         self.log_step = nn.Parameter(torch.empty(d_state).uniform_(math.log(dt_min), math.log(dt_max)))
+        to_factory(self, device, dtype)
 
     def discretize(self, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
         """(Lambda_bar (P,), B_bar (P, U, kB, kB)) as complex tensors, ZOH with the clipped eigenvalues."""
@@ -80,28 +83,30 @@ class ConvS5(nn.Module):
         y = 2 * F.conv2d(xin, w, padding=self.kC // 2).permute(0, 2, 3, 1) + self.D.to(f) * u.to(f)
         return y.to(u.dtype)
 
-    def forward(self, x: torch.Tensor, state: Optional[torch.Tensor] = None, return_state: bool = False):
-        """x (B, T, H, W, d_model) -> y, same shape; with `return_state`, (y, last state (B, H, W, d_state))."""
+    def forward(self, x: torch.Tensor, state: Optional[ConvS5State] = None, return_state: bool = False):
+        """x (B, T, H, W, d_model) -> y, same shape; with `return_state`, (y, ConvS5State) to continue."""
         s = check_tensor("x", x, ("B", "T", "H", "W", self.d_model))
+        if state is not None:
+            check_tensor("state.x", state.x, (s["B"], s["H"], s["W"], self.d_state), allow_complex=True)
         Bsz, T, H, W = s["B"], s["T"], s["H"], s["W"]
         f = state_dtype(x)
         lam_bar, B_bar = self.discretize(f)
         frames = x.reshape(Bsz * T, H, W, self.d_model)
         Bu = self._input_conv(frames, B_bar).reshape(Bsz, T, H, W, self.d_state)
-        states = convssm_scan(lam_bar, Bu, state)
+        states = convssm_scan(lam_bar, Bu, None if state is None else state.x)
         y = self._output_conv(states.reshape(Bsz * T, H, W, self.d_state), frames).reshape_as(x)
-        return (y, states[:, -1]) if return_state else y
+        return (y, ConvS5State(states[:, -1])) if return_state else y
 
-    def initial_state(self, batch_size: int, H: int, W: int) -> torch.Tensor:
+    def initial_state(self, batch_size: int, H: int, W: int) -> ConvS5State:
         """Zero state (batch_size, H, W, d_state), complex64 (complex128 for an fp64 module)."""
         f = state_dtype(self.B)
-        return torch.zeros(batch_size, H, W, self.d_state, dtype=torch.complex128 if f == torch.float64
-                           else torch.complex64, device=self.B.device)
+        return ConvS5State(torch.zeros(batch_size, H, W, self.d_state, dtype=torch.complex128 if f == torch.float64
+                                       else torch.complex64, device=self.B.device))
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x_t: torch.Tensor, state: ConvS5State) -> Tuple[torch.Tensor, ConvS5State]:
         """One frame x_t (B, H, W, d_model) -> (y_t, new state); stepping through T frames equals `forward`."""
         s = check_tensor("x_t", x_t, ("B", "H", "W", self.d_model))
-        check_tensor("state", state, (s["B"], s["H"], s["W"], self.d_state), allow_complex=True)
+        check_tensor("state.x", state.x, (s["B"], s["H"], s["W"], self.d_state), allow_complex=True)
         lam_bar, B_bar = self.discretize(state_dtype(x_t))
-        state = lam_bar * state.to(lam_bar.dtype) + self._input_conv(x_t, B_bar)
-        return self._output_conv(state, x_t), state
+        h = lam_bar * state.x.to(lam_bar.dtype) + self._input_conv(x_t, B_bar)
+        return self._output_conv(h, x_t), ConvS5State(h)

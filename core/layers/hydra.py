@@ -8,7 +8,11 @@ one-step delay that makes it strictly triangular, the mixing matrix is
 
 so neither scan term has a diagonal (y_t reads x_s, s < t, forward and s > t, backward) and the diagonal is
 data-dependent. Output: out_proj(RMSNorm(y) * silu(z)). Both directions share A, dt_bias and x and run as one
-SSD call over a doubled batch.
+SSD call over a doubled batch. With `learnable_init_states`, both directions start from the learned state
+`init_states` (nheads, headdim, d_state) instead of zero, as in hydra. The constructor takes hydra's keywords:
+`activation` is "swish" / "silu" (hydra accepts no other), `use_mem_eff_path` and `layer_idx` are accepted (the
+kernel is chosen by `backend`), `device` / `dtype` are PyTorch's factory keywords (D stays fp32, as in hydra).
+Hydra is bidirectional, hence not recurrent: it carries no state.
 """
 from __future__ import annotations
 
@@ -20,24 +24,26 @@ import torch.nn.functional as F
 
 from ..norms import RMSNormGated
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import init_dt_bias, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.ssd import ssd
 from .mamba2 import CPU_CHUNK, CUDA_CHUNK
 
 
 def shifted_scans(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, dt_bias=None, dt_limit=(0.0, float("inf")),
-                  chunk_size=CPU_CHUNK, backend="auto") -> Tuple[torch.Tensor, torch.Tensor]:
+                  chunk_size=CPU_CHUNK, backend="auto", initial_states=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The two scan terms of Hydra, in the original order: (y_fw, y_bw), each (batch, L, H, P).
 
     y_fw[t] = SS_f(x)[t - 1] and y_bw[t] = SS_b-over-the-reversed-sequence[t + 1] (zero at the ends), so y_fw
     depends on x[:t] only and y_bw on x[t + 1:] only. dt_* are raw (softplus(dt + dt_bias) is applied).
     """
     batch = x.shape[0]
+    `initial_states` (H, P, N), if given, starts both directions (hydra's learnable initial state).
     y = ssd(torch.cat([x, x.flip(1)]), torch.cat([dt_f, dt_b.flip(1)]), A, torch.cat([B_f, B_b.flip(1)]),
             torch.cat([C_f, C_b.flip(1)]), chunk_size, dt_bias=dt_bias, dt_softplus=True, dt_limit=dt_limit,
             backend=backend)
     y = F.pad(y[:, :-1], (0, 0, 0, 0, 1, 0))                           # one-step shift, zero first row
+            initial_states=None if initial_states is None else initial_states.expand(2 * batch, -1, -1, -1),
     return y[:batch], y[batch:].flip(1)
 
 
@@ -50,8 +56,9 @@ class Hydra(nn.Module):
     def __init__(self, d_model: int, d_state: int = 64, d_conv: int = 7, conv_init: Optional[float] = None,
                  expand: int = 2, headdim: int = 64, ngroups: int = 1, dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_limit: Tuple[float, float] = (0.0, float("inf")),
-                 bias: bool = False, conv_bias: bool = True, chunk_size: Optional[int] = None,
-                 backend: str = "auto"):
+                 learnable_init_states: bool = False, activation: str = "swish", bias: bool = False,
+                 conv_bias: bool = True, chunk_size: Optional[int] = None, use_mem_eff_path: bool = False,
+                 layer_idx: Optional[int] = None, device=None, dtype=None, backend: str = "auto"):
         super().__init__()
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner = int(expand * d_model)
@@ -78,21 +85,28 @@ class Hydra(nn.Module):
         self.fc_D = nn.Linear(self.d_inner, self.nheads, bias=False)
         self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=True)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        if learnable_init_states:
+            self.init_states = set_optim(nn.Parameter(torch.zeros(self.nheads, headdim, d_state)), weight_decay=0.0)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """u (B, L, d_model) -> (B, L, d_model)."""
+        reject_state(self, state, return_state)
         check_tensor("u", u, (None, None, self.d_model))
         batch, L, _ = u.shape
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, 2 * self.nheads], dim=-1)
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))).transpose(1, 2)
+        xc = xBC.transpose(1, 2)
+        xBC = F.silu(self.conv1d(xc) if L else xc).transpose(1, 2)  # conv1d rejects L = 0: nothing to convolve
         GN = self.ngroups * self.d_state
         x, B_f, C_f, B_b, C_b = xBC.split([self.d_inner, GN, GN, GN, GN], dim=-1)
+        to_factory(self, device, dtype, keep_fp32=("D",))
         groups = lambda M: M.unflatten(-1, (self.ngroups, self.d_state))
         xh = x.unflatten(-1, (self.nheads, self.headdim))
         f = state_dtype(u)
         chunk = self.chunk_size or (CUDA_CHUNK if u.is_cuda else CPU_CHUNK)
         y_fw, y_bw = shifted_scans(xh, dt[..., :self.nheads], dt[..., self.nheads:], -torch.exp(self.A_log.to(f)),
                                    groups(B_f), groups(C_f), groups(B_b), groups(C_b), self.dt_bias.to(f),
-                                   self.dt_limit, chunk, self.backend)
+                                   self.dt_limit, chunk, self.backend,
+                                   self.init_states.to(f) if self.learnable_init_states else None)
         diag = self.fc_D(x) + self.D                                      # (batch, L, H), data-dependent
         y = (y_fw + y_bw + xh * diag.unsqueeze(-1)).flatten(-2)
         return self.out_proj(self.norm(y, z))

@@ -1,24 +1,31 @@
-"""The Mamba (Mamba-1) mixer, with mamba_ssm's parameter names, shapes and initialisation.
+"""The Mamba (Mamba-1) mixer, with mamba_ssm's constructor, parameter names, shapes and initialisation.
 
 in_proj -> (x, z); x -> causal depthwise conv + SiLU -> x_proj -> (dt, B, C); dt -> dt_proj (bias added as
 delta_bias, softplus inside the scan) -> selective scan with A = -exp(A_log), D skip, SiLU(z) gate -> out_proj.
+The constructor takes a mamba_ssm `ssm_cfg` as is: `use_fast_path` and `layer_idx` are accepted (the kernel is
+chosen by `backend`), `device` / `dtype` are PyTorch's factory keywords (A_log and D stay fp32, as in mamba_ssm).
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import dt_rank as resolve_dt_rank
+from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.selective_scan import selective_scan
 
-State = Tuple[torch.Tensor, torch.Tensor]  # (conv_state (B, d_inner, d_conv - 1), ssm_state (B, d_inner, d_state))
+
+class MambaState(NamedTuple):
+    """State of `Mamba`: conv window (B, d_inner, d_conv - 1) of past inputs (the module's dtype) and the SSM
+    state ssm (B, d_inner, d_state) (fp32, fp64 for fp64)."""
+    conv: torch.Tensor
+    ssm: torch.Tensor
 
 
 class Mamba(nn.Module):
@@ -26,37 +33,35 @@ class Mamba(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True, bias: bool = False,
-                 backend: str = "auto"):
+                 dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4, conv_bias: bool = True,
+                 bias: bool = False, use_fast_path: bool = True, layer_idx: Optional[int] = None, device=None,
+                 dtype=None, backend: str = "auto"):
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.backend = backend
+        self.dt_rank = resolve_dt_rank(d_model, dt_rank)
+        self.use_fast_path, self.layer_idx, self.backend = use_fast_path, layer_idx, backend
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
                                 bias=conv_bias)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
-        std = self.dt_rank ** -0.5 * dt_scale
-        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        init_dt_proj(self.dt_proj.weight, self.dt_rank, dt_scale, dt_init)
         with torch.no_grad():
             self.dt_proj.bias.copy_(init_dt_bias(self.d_inner, dt_min, dt_max, dt_init_floor))
-        self.dt_proj.bias._no_reinit = True
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(self.d_inner))
-        set_optim(self.A_log, weight_decay=0.0)
-        set_optim(self.D, weight_decay=0.0)
+        self.dt_proj.bias._no_reinit = True  # mamba_ssm's flag: its _init_weights keeps this bias
+        self.A_log = set_optim(nn.Parameter(s4d_real_A_log(self.d_inner, d_state=d_state)), weight_decay=0.0)
+        self.D = set_optim(nn.Parameter(torch.ones(self.d_inner)), weight_decay=0.0)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def _ssm_params(self, x: torch.Tensor):
         """x (..., d_inner) -> dt (..., d_inner) before bias/softplus, B and C (..., d_state)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        to_factory(self, device, dtype, keep_fp32=("A_log", "D"))
         return F.linear(dt, self.dt_proj.weight), B, C
 
-    def forward(self, x: torch.Tensor, state: Optional[State] = None, return_state: bool = False):
-        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, state) to continue by `step`."""
+    def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, MambaState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
         xz = self.in_proj(x).transpose(1, 2)                           # (B, 2 d_inner, L)
         xs, z = xz.chunk(2, dim=1)
@@ -71,25 +76,22 @@ class Mamba(nn.Module):
                              z, self.dt_proj.bias.to(f), True, return_state, ssm_state, backend=self.backend)
         y, ssm_state = out if return_state else (out, None)
         y = self.out_proj(y.transpose(1, 2))
-        return (y, (conv_state, ssm_state)) if return_state else y
+        return (y, MambaState(conv_state, ssm_state)) if return_state else y
 
-    def initial_state(self, batch_size: int) -> State:
+    def initial_state(self, batch_size: int) -> MambaState:
         """Zero conv and SSM states (fp32, fp64 for an fp64 module) on the module's device."""
         w = self.conv1d.weight
-        return (w.new_zeros(batch_size, self.d_inner, self.d_conv - 1),
-                torch.zeros(batch_size, self.d_inner, self.d_state, device=w.device, dtype=state_dtype(w)))
+        return MambaState(w.new_zeros(batch_size, self.d_inner, self.d_conv - 1),
+                          torch.zeros(batch_size, self.d_inner, self.d_state, device=w.device, dtype=state_dtype(w)))
 
-    def step(self, x_t: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
+    def step(self, x_t: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
         """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        conv_state, ssm_state = state
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)
-        xs, conv_state = causal_conv1d_update(xs, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        xs, conv_state = causal_conv1d_update(xs, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+                                              "silu")
         dt, B, C = self._ssm_params(xs)
         f = state_dtype(x_t)
-        dt = F.softplus(dt.to(f) + self.dt_proj.bias.to(f))
-        A = -torch.exp(self.A_log.to(f))
-        ssm_state = torch.exp(dt.unsqueeze(-1) * A) * ssm_state + (dt * xs.to(f)).unsqueeze(-1) * B.to(f).unsqueeze(1)
-        y = (ssm_state * C.to(f).unsqueeze(1)).sum(-1) + self.D.to(f) * xs.to(f)
-        y = (y * F.silu(z.to(f))).to(x_t.dtype)
-        return self.out_proj(y), (conv_state, ssm_state)
+        y, ssm_state = selective_state_update(state.ssm, xs, dt, -torch.exp(self.A_log.to(f)), B, C, self.D.to(f), z,
+                                              self.dt_proj.bias.to(f), dt_softplus=True)
+        return self.out_proj(y), MambaState(conv_state, ssm_state)

@@ -3,10 +3,13 @@
 in_proj -> [z0, x0 (d_mlp each, a gated MLP when d_ssm < d_inner), z, xBC, dt]; xBC -> causal depthwise conv + SiLU
 -> (x, B, C); SSD with scalar A = -exp(A_log) per head, dt = softplus(dt + dt_bias), D skip; gated RMSNorm
 `norm(y, z)` (or y * silu(z) without rmsnorm) -> out_proj.
+The constructor takes a mamba_ssm `ssm_cfg` as is: `use_mem_eff_path`, `layer_idx` and `sequence_parallel` are
+accepted (the kernel is chosen by `backend`), `process_group` must be None (no tensor parallelism here), and
+`device` / `dtype` are PyTorch's factory keywords (D stays fp32, as in mamba_ssm).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,16 +17,22 @@ import torch.nn.functional as F
 
 from ..norms import RMSNormGated
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import init_dt_bias, mamba2_A_log, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.ssd import prepare_dt, ssd
 
-State = Tuple[torch.Tensor, torch.Tensor]  # (conv_state (B, conv_dim, d_conv - 1), ssm_state (B, H, P, N))
 CPU_CHUNK, CUDA_CHUNK = 64, 256  # fastest chunk sizes of the torch path on CPU / of mamba_ssm on CUDA
 
 
 class Mamba2(nn.Module):
+class Mamba2State(NamedTuple):
+    """State of `Mamba2`: conv window (B, conv_dim, d_conv - 1) of past inputs (the module's dtype) and the SSM
+    state ssm (B, nheads, headdim, d_state) (fp32, fp64 for fp64)."""
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
     """Mamba-2 (SSD) mixer (B, L, d_model) -> (B, L, d_model); `step` decodes one token at a time.
 
     chunk_size=None picks 64 on CPU and 256 on CUDA (results do not depend on it).
@@ -35,7 +44,8 @@ class Mamba2(nn.Module):
                  norm_before_gate: bool = False, dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_limit: Tuple[float, float] = (0.0, float("inf")),
                  bias: bool = False, conv_bias: bool = True, chunk_size: Optional[int] = None,
-                 backend: str = "auto"):
+                 use_mem_eff_path: bool = True, layer_idx: Optional[int] = None, process_group=None,
+                 sequence_parallel: bool = True, device=None, dtype=None, backend: str = "auto"):
         super().__init__()
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner = int(expand * d_model)
@@ -45,8 +55,6 @@ class Mamba2(nn.Module):
         self.nheads = self.d_ssm // headdim
         if self.nheads % ngroups:
             raise ValueError(f"ngroups={ngroups} must divide the {self.nheads} heads")
-        if not 0 < A_init_range[0] <= A_init_range[1]:
-            raise ValueError(f"A_init_range must satisfy 0 < low <= high, got {A_init_range}")
         self.ngroups, self.D_has_hdim, self.rmsnorm = ngroups, D_has_hdim, rmsnorm
         self.dt_limit, self.chunk_size, self.backend = tuple(dt_limit), chunk_size, backend
         self.d_mlp = self.d_inner - self.d_ssm
@@ -57,12 +65,9 @@ class Mamba2(nn.Module):
                                 bias=conv_bias)
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
-        self.dt_bias = nn.Parameter(init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor))
-        A = torch.empty(self.nheads).uniform_(*A_init_range)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads))
-        for p in (self.dt_bias, self.A_log, self.D):
-            set_optim(p, weight_decay=0.0)
+        self.dt_bias = set_optim(nn.Parameter(init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor)), 0.0)
+        self.A_log = set_optim(nn.Parameter(mamba2_A_log(self.nheads, A_init_range)), 0.0)
+        self.D = set_optim(nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads)), 0.0)
         if rmsnorm:
             self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
                                      group_size=self.d_ssm // ngroups)
@@ -74,6 +79,7 @@ class Mamba2(nn.Module):
     def _output(self, y, z, z0, x0):
         """Gate / gated norm, the optional MLP half, out_proj; y and z are (..., d_ssm)."""
         y = self.norm(y, z) if self.rmsnorm else y
+        to_factory(self, device, dtype, keep_fp32=("D",))
         if self.d_mlp:
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
         return self.out_proj(y)
@@ -81,8 +87,8 @@ class Mamba2(nn.Module):
     def _D(self, f):
         return self.D.to(f).view(self.nheads, self.headdim) if self.D_has_hdim else self.D.to(f)
 
-    def forward(self, x: torch.Tensor, state: Optional[State] = None, return_state: bool = False):
-        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, state) to continue by `step`."""
+    def forward(self, x: torch.Tensor, state: Optional[Mamba2State] = None, return_state: bool = False):
+        """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, Mamba2State) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
         batch, L, _ = x.shape
         z0, x0, z, xBC, dt = self._split(self.in_proj(x))
@@ -102,33 +108,26 @@ class Mamba2(nn.Module):
                   backend=self.backend)
         y, ssm_state = out if return_state else (out, None)
         y = self._output(y.reshape(batch, L, self.d_ssm), z, z0, x0)
-        return (y, (conv_state, ssm_state)) if return_state else y
+        return (y, Mamba2State(conv_state, ssm_state)) if return_state else y
 
-    def initial_state(self, batch_size: int) -> State:
+    def initial_state(self, batch_size: int) -> Mamba2State:
         """Zero conv and SSM states (fp32, fp64 for an fp64 module) on the module's device."""
         w = self.conv1d.weight
-        return (w.new_zeros(batch_size, self.conv_dim, self.d_conv - 1),
-                torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=w.device,
-                            dtype=state_dtype(w)))
+        return Mamba2State(w.new_zeros(batch_size, self.conv_dim, self.d_conv - 1),
+                           torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=w.device,
+                                       dtype=state_dtype(w)))
 
-    def step(self, x_t: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
+    def step(self, x_t: torch.Tensor, state: Mamba2State) -> Tuple[torch.Tensor, Mamba2State]:
         """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        conv_state, ssm_state = state
         z0, x0, z, xBC, dt = self._split(self.in_proj(x_t))
-        xBC, conv_state = causal_conv1d_update(xBC, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias,
+        xBC, conv_state = causal_conv1d_update(xBC, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias,
                                                "silu")
         xs, B, C = xBC.split([self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         f = state_dtype(x_t)
-        dt = prepare_dt(dt, self.dt_bias, True, self.dt_limit, f)                        # (B, H)
-        reps = self.nheads // self.ngroups
-        B, C = (M.to(f).unflatten(-1, (self.ngroups, -1)).repeat_interleave(reps, dim=1) for M in (B, C))
-        xh = xs.to(f).unflatten(-1, (self.nheads, self.headdim))                         # (B, H, P)
-        decay = torch.exp(dt * -torch.exp(self.A_log.to(f)))
-        ssm_state = decay[..., None, None] * ssm_state + (dt[..., None] * xh).unsqueeze(-1) * B.unsqueeze(2)
-        D = self._D(f)
-        y = torch.einsum("bhpn,bhn->bhp", ssm_state, C) + xh * (D[:, None] if D.dim() == 1 else D)
-        if not self.rmsnorm:
-            y = y * F.silu(z.to(f).unflatten(-1, (self.nheads, self.headdim)))
-        y = self._output(y.flatten(-2).to(x_t.dtype), z, z0, x0)
-        return y, (conv_state, ssm_state)
+        heads = lambda t: t.unflatten(-1, (self.nheads, self.headdim))
+        y, ssm_state = ssd_state_update(state.ssm, heads(xs), dt, -torch.exp(self.A_log.to(f)),
+                                        B.unflatten(-1, (self.ngroups, -1)), C.unflatten(-1, (self.ngroups, -1)),
+                                        self._D(f), None if self.rmsnorm else heads(z), self.dt_bias.to(f), True,
+                                        self.dt_limit)
+        return self._output(y.flatten(-2), z, z0, x0), Mamba2State(conv_state, ssm_state)

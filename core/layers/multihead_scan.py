@@ -10,15 +10,17 @@ As in the paper there is no out_proj: y_proj maps back to d_model.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..init import dt_rank as resolve_dt_rank
+from ..init import to_factory
 from ..ops._checks import check_tensor
 from ..ops.scan2d import cross_unscan
+from .contract import reject_state
 from .ss2d import RouteScan
 
 HEAD_PATTERNS = (("snake", "snake_column"), ("diagonal", "diagonal_column"), ("spiral", "spiral_column"),
@@ -37,7 +39,7 @@ class MultiHeadScan(nn.Module):
     def __init__(self, d_model: int, num_heads: int = 4, d_state: int = 16,
                  route_pairs: Optional[Sequence[Tuple[str, str]]] = None, gfu_t: float = 0.5, d_conv: int = 3,
                  conv_bias: bool = True, bias: bool = False, dt_rank: Union[int, str] = "auto",
-                 backend: str = "auto"):
+                 backend: str = "auto", device=None, dtype=None):
         super().__init__()
         route_pairs = HEAD_PATTERNS[:num_heads] if route_pairs is None else tuple(route_pairs)
         if len(route_pairs) != num_heads or any(len(p) != 2 for p in route_pairs):
@@ -49,7 +51,7 @@ class MultiHeadScan(nn.Module):
             raise ValueError(f"d_conv must be a positive odd kernel size, got {d_conv}")
         self.d_model, self.num_heads, self.gfu_t = d_model, num_heads, gfu_t
         self.dim_sub = d_model // num_heads
-        rank = math.ceil(self.dim_sub / 16) if dt_rank == "auto" else int(dt_rank)
+        rank = resolve_dt_rank(self.dim_sub, dt_rank)
         self.in_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
         self.conv2d = nn.Conv2d(d_model, d_model, d_conv, padding=(d_conv - 1) // 2, groups=d_model, bias=conv_bias)
         self.x_ssproj = nn.Linear(d_model, self.dim_sub * num_heads, bias=False)
@@ -59,6 +61,7 @@ class MultiHeadScan(nn.Module):
         self.cat_norm = nn.LayerNorm(self.dim_sub * num_heads)
         self.y_proj = nn.Linear(self.dim_sub * num_heads, d_model, bias=False)
         self.out_norm = nn.LayerNorm(d_model)
+        to_factory(self, device, dtype)
 
     def scan_heads(self, xh: torch.Tensor) -> torch.Tensor:
         """Subspace inputs (B, H, W, num_heads * dim_sub) -> pre-fusion outputs (B, num_heads, K, H, W, dim_sub)."""
@@ -67,8 +70,9 @@ class MultiHeadScan(nn.Module):
         return torch.stack([cross_unscan(head.scan(p), head.routes, s["H"], s["W"])
                             for head, p in zip(self.heads, parts)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, H, W, d_model) channels-last -> same shape."""
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """x (B, H, W, d_model) channels-last -> same shape (a 2-D scan: no state)."""
+        reject_state(self, state, return_state)
         check_tensor("x", x, ("B", "H", "W", self.d_model))
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         xs = F.silu(self.conv2d(xs.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)

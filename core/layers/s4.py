@@ -3,19 +3,23 @@
 Parameter names follow state-spaces/s4 (`models/s4/s4d.py` for S4D, `SSMKernelDPLR` for S4), and so do the
 optimiser hints: the SSM parameters (dt, A, and B, P for S4) carry `_optim = {"weight_decay": 0.0, "lr": lr}`
 (lr 1e-3 by default, None keeps the task's lr; see `ssmkit.core.init.set_optim`); C trains as a regular weight.
-`forward` convolves (training); `step` runs the same system as a recurrence (generation).
+`forward` convolves (training); `step` runs the same system as a recurrence (generation). With a state,
+`forward` adds the state's response C dA^(t+1) h0 and returns the final state dA^L h0 + sum_s dA^(L-1-s) dB u_s
+(powers by repeated products / squaring), so a sequence can be processed in pieces. The state is `S4State`.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from ..init import set_optim, to_factory
 from ..ops._checks import check_tensor
+from ..ops.companion import krylov
 from ..ops.fft_conv import fft_conv
+from ..ops.hippo import hippo_legs, hippo_legs_normal
 from ..ops.s4_kernels import dplr_discretize, dplr_kernel, s4d_discretize, s4d_kernel
 
 
@@ -32,20 +36,23 @@ def _log_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
 
 def hippo_legs_nplr(d_state: int):
     """HiPPO-LegS in normal-plus-low-rank form: (Lambda (N/2,), P (N/2,), B (N/2,)) complex, keeping one
-    eigenvalue of each conjugate pair (the one with positive imaginary part).
-
-    LegS A + P P^T = -1/2 I + S with S skew-symmetric, so A = V (Lambda - V^*P (V^*P)^*) V^*.
+    eigenvalue of each conjugate pair (the one with positive imaginary part): A = V (Lambda - V^*P (V^*P)^*) V^*.
     """
-    n = torch.arange(d_state, dtype=torch.float64)
-    r = torch.sqrt(2 * n + 1)
-    A = -torch.tril(r[:, None] * r[None, :], -1) - torch.diag(n + 1)
-    P = torch.sqrt(n + 0.5)
-    S = A + P[:, None] * P[None, :] + 0.5 * torch.eye(d_state, dtype=torch.float64)
-    w, V = torch.linalg.eigh(-1j * S.to(torch.complex128))  # S = V diag(i w) V^*
-    keep = w > 0
-    V = V[:, keep]
-    Lambda = -0.5 + 1j * w[keep]
-    return Lambda, V.conj().T @ P.to(V.dtype), V.conj().T @ (r.to(V.dtype))
+    _, P, B = hippo_legs(d_state)
+    Lambda, V = hippo_legs_normal(d_state)
+    return Lambda, V.conj().T @ P.to(V.dtype), V.conj().T @ B.to(V.dtype)
+
+
+class S4State(NamedTuple):
+    """State of `S4` / `S4D`: h (B, d_model, state size), complex64 (complex128 for an fp64 module); S4D keeps
+    one of each conjugate pair (N/2 modes), S4 the conjugate-completed N."""
+    h: torch.Tensor
+
+
+def _at_least_fp32(*params: torch.Tensor):
+    """fp16/bf16 SSM parameters upcast to fp32: the kernel is complex, and PyTorch has no complex bf16 (and
+    little complex fp16); precision-sensitive anyway. A layer moved to half precision thus still works."""
+    return tuple(p.float() if p.dtype in (torch.float16, torch.bfloat16) else p for p in params)
 
 
 class _SSMConv(nn.Module):
@@ -61,27 +68,38 @@ class _SSMConv(nn.Module):
     def _out(self, y: torch.Tensor) -> torch.Tensor:
         return self.output_linear(self.dropout(self.activation(y)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, x: torch.Tensor, state: Optional[S4State] = None, return_state: bool = False):
+        """(B, L, d_model) -> (B, L, d_model); with `return_state`, (y, S4State) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
         u = x.transpose(1, 2)  # (B, H, L)
-        k = self.conv_kernel(u.shape[-1]).to(u.dtype)
+        L = u.shape[-1]
+        k = self.conv_kernel(L)  # kept in fp32 or better: fft_conv computes in it and returns u's dtype
         y = fft_conv(u, k) + u * self._skip().unsqueeze(-1)
-        return self._out(y.transpose(1, 2))
+        if state is None and not return_state:
+            return self._out(y.transpose(1, 2))
+        dA, dB, C = self._step_matrices()
+        h0 = self.initial_state(x.shape[0]).h if state is None else state.h
+        check_tensor("state.h", h0, (x.shape[0], self.d_model, dB.shape[-1]), allow_complex=True)
+        seen = self._powers(dA, h0.to(dB.dtype), L + 1)                   # (B, H, N, L + 1): dA^t h0
+        y = y + self._read(C, seen[..., 1:].movedim(-1, 1)).transpose(1, 2).to(y.dtype)
+        drive = self._powers(dA, dB, L)                                   # (H, N, L): dA^j dB
+        h = seen[..., L] + torch.einsum("hnj,bhj->bhn", drive, u.flip(-1).to(drive.dtype))
+        return self._out(y.transpose(1, 2)), S4State(h)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+    def step(self, x_t: torch.Tensor, state: S4State):
         """One token: x_t (B, d_model), state from `initial_state` -> (y_t (B, d_model), new state)."""
         check_tensor("x_t", x_t, ("B", self.d_model))
         dA, dB, C = self._step_matrices()
-        check_tensor("state", state, (x_t.shape[0], self.d_model, dB.shape[-1]), allow_complex=True)
-        state = self._advance(dA, state) + dB * x_t.to(dB.dtype).unsqueeze(-1)
-        y = self._read(C, state).to(x_t.dtype) + x_t * self._skip()
-        return self._out(y), state
+        h = state.h
+        check_tensor("state.h", h, (x_t.shape[0], self.d_model, dB.shape[-1]), allow_complex=True)
+        h = self._advance(dA, h) + dB * x_t.to(dB.dtype).unsqueeze(-1)
+        y = self._read(C, h).to(x_t.dtype) + x_t * self._skip()
+        return self._out(y), S4State(h)
 
-    def initial_state(self, batch_size: int) -> torch.Tensor:
+    def initial_state(self, batch_size: int) -> S4State:
         """Zero state (B, d_model, state size), complex in the parameters' precision."""
         _, dB, _ = self._step_matrices()
-        return torch.zeros(batch_size, self.d_model, dB.shape[-1], dtype=dB.dtype, device=dB.device)
+        return S4State(torch.zeros(batch_size, self.d_model, dB.shape[-1], dtype=dB.dtype, device=dB.device))
 
     def _step_matrices(self):
         # Discretisation costs O(N^3) for S4: cache it while parameters stay unchanged and no grad is needed.
@@ -117,9 +135,10 @@ class S4DKernel(nn.Module):
 
     def params(self):
         """(dt (H,), A (H, N/2), B = 1, C (H, N/2)) as used by the S4D kernel ops."""
-        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
-        C = torch.view_as_complex(self.C)
-        return torch.exp(self.log_dt), A, torch.ones_like(C), C
+        log_A_real, A_imag, C, log_dt = _at_least_fp32(self.log_A_real, self.A_imag, self.C, self.log_dt)
+        A = torch.complex(-torch.exp(log_A_real), A_imag)
+        C = torch.view_as_complex(C)
+        return torch.exp(log_dt), A, torch.ones_like(C), C
 
 
 class S4D(_SSMConv):
@@ -153,6 +172,12 @@ class S4D(_SSMConv):
     @staticmethod
     def _read(C, state):
         return 2 * (C * state).sum(-1).real
+    @staticmethod
+    def _powers(dA, v, n):
+        """[v, dA v, ..., dA^(n-1) v] along a new last axis; v (..., H, N)."""
+        ones = torch.ones(*dA.shape, 1, dtype=dA.dtype, device=dA.device)
+        return v.unsqueeze(-1) * torch.cat([ones, torch.cumprod(dA.unsqueeze(-1).expand(*dA.shape, n - 1), -1)], -1)
+
 
 
 class S4Kernel(nn.Module):
@@ -187,10 +212,11 @@ class S4Kernel(nn.Module):
 
     def params(self):
         """(dt (H,), Lambda (H, N/2), P (R, H, N/2), B (H, N/2), C (H, N/2)) for the DPLR kernel ops."""
-        Lambda = torch.complex(-torch.exp(self.A_real), -self.A_imag).repeat(self.repeat, 1)
-        P = torch.view_as_complex(self.P).repeat(1, self.repeat, 1)
-        B = torch.view_as_complex(self.B).repeat(self.repeat, 1)
-        return torch.exp(self.inv_dt), Lambda, P, B, torch.view_as_complex(self.C)[0]
+        A_real, A_imag, P, B, C, inv_dt = _at_least_fp32(self.A_real, self.A_imag, self.P, self.B, self.C, self.inv_dt)
+        Lambda = torch.complex(-torch.exp(A_real), -A_imag).repeat(self.repeat, 1)
+        P = torch.view_as_complex(P).repeat(1, self.repeat, 1)
+        B = torch.view_as_complex(B).repeat(self.repeat, 1)
+        return torch.exp(inv_dt), Lambda, P, B, torch.view_as_complex(C)[0]
 
 
 class S4(_SSMConv):
@@ -225,3 +251,8 @@ class S4(_SSMConv):
     @staticmethod
     def _read(C, state):
         return (C * state).sum(-1).real
+    @staticmethod
+    def _powers(dA, v, n):
+        """[v, dA v, ..., dA^(n-1) v] along a new last axis; v (..., H, N)."""
+        return krylov(dA, v, n)
+

@@ -12,7 +12,6 @@ borders, which is the same thing.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -20,9 +19,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import dt_rank as resolve_dt_rank
+from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.scan_states import selective_scan_states
+from .contract import reject_state
 
 
 class StateFusion(nn.Module):
@@ -56,28 +57,29 @@ class StructureAwareSSM(nn.Module):
     def __init__(self, d_model: int, d_state: int = 1, ssm_ratio: float = 2.0, dt_rank: Union[int, str] = "auto",
                  d_conv: int = 3, conv_bias: bool = True, bias: bool = False, dilations: Sequence[int] = (1, 3, 5),
                  dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4, dt_scale: float = 1.0,
-                 backend: str = "auto"):
+                 backend: str = "auto", device=None, dtype=None):
         super().__init__()
         if d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"d_conv must be a positive odd kernel size, got {d_conv}")
         d_inner = int(ssm_ratio * d_model)
         self.d_model, self.d_inner, self.d_state, self.backend = d_model, d_inner, d_state, backend
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dt_rank = resolve_dt_rank(d_model, dt_rank)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias)
         bound = d_inner ** -0.5
         self.x_proj_weight = nn.Parameter(torch.empty(self.dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        std = self.dt_rank ** -0.5 * dt_scale
-        self.dt_projs_weight = nn.Parameter(torch.empty(d_inner, self.dt_rank).uniform_(-std, std))
+        self.dt_projs_weight = nn.Parameter(torch.empty(d_inner, self.dt_rank))
+        init_dt_proj(self.dt_projs_weight, self.dt_rank, dt_scale)
         self.dt_projs_bias = nn.Parameter(init_dt_bias(d_inner, dt_min, dt_max, dt_init_floor))
         self.dt_projs_bias._no_reinit = True
-        self.A_logs = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1)))
+        self.A_logs = nn.Parameter(s4d_real_A_log(d_inner, d_state=d_state))
         self.Ds = nn.Parameter(torch.ones(d_inner))
         set_optim(self.A_logs, weight_decay=0.0)
         set_optim(self.Ds, weight_decay=0.0)
         self.state_fusion = StateFusion(d_inner, dilations)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        to_factory(self, device, dtype)
 
     def scan_states(self, x: torch.Tensor):
         """x (B, H, W, d_inner) -> (hidden states (B, d_inner, H*W, N) in raster order, C (B, N, H*W))."""
@@ -97,8 +99,9 @@ class StructureAwareSSM(nn.Module):
         maps = h.permute(0, 3, 1, 2).reshape(Bsz * N, d, H, W)
         return self.state_fusion(maps).reshape(Bsz, N, d, L).permute(0, 2, 3, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, H, W, d_model) channels-last -> same shape."""
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """x (B, H, W, d_model) channels-last -> same shape (a 2-D scan: no state)."""
+        reject_state(self, state, return_state)
         s = check_tensor("x", x, ("B", "H", "W", self.d_model))
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         xs = F.silu(self.conv2d(xs.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)

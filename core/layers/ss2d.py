@@ -11,7 +11,6 @@ forward_type "v05_noz" (VMamba v2 "v05_noz"): no z branch, in_proj is d_inner wi
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -19,10 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..init import init_dt_bias, set_optim
+from ..init import dt_rank as resolve_dt_rank
+from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
 from ..ops._checks import check_tensor
 from ..ops.scan2d import cross_merge, cross_scan, route
 from ..ops.selective_scan import selective_scan
+from .contract import reject_state
 
 VMAMBA_ROUTES = ("raster", "column", "raster_reversed", "column_reversed")
 FORWARD_TYPES = ("v0", "v05_noz")
@@ -47,13 +48,12 @@ class RouteScan(nn.Module):
         K = len(self.routes)
         bound = d_inner ** -0.5  # nn.Linear's default init, as each of VMamba's x_proj Linears
         self.x_proj_weight = nn.Parameter(torch.empty(K, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
-        std = dt_rank ** -0.5 * dt_scale
-        self.dt_projs_weight = nn.Parameter(torch.empty(K, d_inner, dt_rank).uniform_(-std, std))
+        self.dt_projs_weight = nn.Parameter(torch.empty(K, d_inner, dt_rank))
+        init_dt_proj(self.dt_projs_weight, dt_rank, dt_scale)
         self.dt_projs_bias = nn.Parameter(torch.stack([init_dt_bias(d_inner, dt_min, dt_max, dt_init_floor)
                                                        for _ in range(K)]))
         self.dt_projs_bias._no_reinit = True
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(K * d_inner, 1)
-        self.A_logs = nn.Parameter(torch.log(A))
+        self.A_logs = nn.Parameter(s4d_real_A_log(K * d_inner, d_state=d_state))
         self.Ds = nn.Parameter(torch.ones(K * d_inner))
         set_optim(self.A_logs, weight_decay=0.0)
         set_optim(self.Ds, weight_decay=0.0)
@@ -81,13 +81,14 @@ class SS2D(RouteScan):
     def __init__(self, d_model: int, d_state: int = 16, ssm_ratio: float = 2.0, dt_rank: Union[int, str] = "auto",
                  d_conv: int = 3, conv_bias: Union[bool, None] = None, bias: bool = False,
                  forward_type: str = "v0", routes: Sequence[str] = VMAMBA_ROUTES, dt_min: float = 0.001,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, dt_scale: float = 1.0, backend: str = "auto"):
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, dt_scale: float = 1.0, backend: str = "auto",
+                 device=None, dtype=None):
         if forward_type not in FORWARD_TYPES:
             raise ValueError(f"forward_type must be one of {FORWARD_TYPES}, got {forward_type!r}")
         if d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"d_conv must be a positive odd kernel size, got {d_conv}")
         d_inner = int(ssm_ratio * d_model)
-        rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        rank = resolve_dt_rank(d_model, dt_rank)
         super().__init__(d_inner, routes, d_state, rank, dt_min, dt_max, dt_init_floor, dt_scale, backend)
         self.d_model, self.forward_type = d_model, forward_type
         self.gated = forward_type == "v0"
@@ -96,9 +97,11 @@ class SS2D(RouteScan):
         self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        to_factory(self, device, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, H, W, d_model) channels-last -> same shape."""
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
+        """x (B, H, W, d_model) channels-last -> same shape (a 2-D scan: no state)."""
+        reject_state(self, state, return_state)
         s = check_tensor("x", x, ("B", "H", "W", self.d_model))
         xz = self.in_proj(x)
         xs, z = xz.chunk(2, dim=-1) if self.gated else (xz, None)

@@ -237,3 +237,50 @@ def selective_scan(u, delta, A, B, C, D: Optional[torch.Tensor] = None, z: Optio
     impl = select("selective_scan", backend, device, _scan_torch,
                   skip=("mamba_ssm",) if initial_state is not None else ())
     return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+
+
+def _validate_step(state, x, dt, A, B, C, D, z, dt_bias):
+    s = check_tensor("x", x, ("batch", "dim"))
+    check_tensor("state", state, ("batch", "dim", "N"), s)
+    check_tensor("dt", dt, ("batch", "dim"), s)
+    check_tensor("A", A, ("dim", "N"), s)
+    for name, M in (("B", B), ("C", C)):
+        check_tensor(name, M, ("batch", "N") if isinstance(M, torch.Tensor) and M.dim() == 2 else ("batch", "G", "N"),
+                     s)
+    if B.dim() == 3 and (s["G"] == 0 or s["dim"] % s["G"]):
+        raise ValueError(f"B and C have G={s['G']} groups, which must divide dim={s['dim']}")
+    for name, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None:
+            check_tensor(name, t, ("dim",), s)
+    if z is not None:
+        check_tensor("z", z, ("batch", "dim"), s)
+    check_same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+
+
+def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """The oracle of one decoding step: `selective_scan_ref` over a length-1 sequence from `state`."""
+    _validate_step(state, x, dt, A, B, C, D, z, dt_bias)
+    t = lambda M: None if M is None else M.unsqueeze(-1)
+    y, h = selective_scan_ref(t(x), t(dt), A, t(B), t(C), D, t(z), dt_bias, dt_softplus, True, state)
+    return y[..., 0], h
+
+
+def selective_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
+                           B: torch.Tensor, C: torch.Tensor, D: Optional[torch.Tensor] = None,
+                           z: Optional[torch.Tensor] = None, dt_bias: Optional[torch.Tensor] = None,
+                           dt_softplus: bool = False):
+    """One step of the selective scan (mamba_ssm's `selective_state_update`, functional): returns (y, new state).
+
+    state (batch, dim, N); x, dt, z (batch, dim); A (dim, N); B, C (batch, N) or (batch, G, N); D, dt_bias (dim,).
+    The new state is fp32 (fp64 for fp64 x), y takes x's dtype; scanning a sequence step by step equals
+    `selective_scan` with `initial_state`.
+    """
+    _validate_step(state, x, dt, A, B, C, D, z, dt_bias)
+    f = _compute_dtype(x)
+    dim = x.shape[1]
+    dt = _prepare_delta(dt.unsqueeze(-1), dt_bias, dt_softplus, f)[..., 0]
+    Bc, Cc = (M.to(f).unsqueeze(1) if M.dim() == 2 else M.to(f).repeat_interleave(dim // M.shape[1], dim=1)
+              for M in (B, C))
+    h = torch.exp(dt.unsqueeze(-1) * A.to(f)) * state.to(f) + (dt * x.to(f)).unsqueeze(-1) * Bc
+    y = (h * Cc).sum(-1, keepdim=True)
+    return _finish(y, x.unsqueeze(-1), D, None if z is None else z.unsqueeze(-1), x.dtype)[..., 0], h

@@ -217,3 +217,55 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
     return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
                 seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
                 return_final_states=return_final_states)
+
+
+def _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit):
+    s = check_tensor("x", x, ("batch", "H", "P"))
+    check_tensor("state", state, ("batch", "H", "P", "N"), s)
+    check_tensor("dt", dt, ("batch", "H"), s)
+    check_tensor("A", A, ("H",), s)
+    check_tensor("B", B, ("batch", "G", "N"), s)
+    check_tensor("C", C, ("batch", "G", "N"), s)
+    if s["G"] == 0 or s["H"] % s["G"]:
+        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
+    if D is not None:
+        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
+    if dt_bias is not None:
+        check_tensor("dt_bias", dt_bias, ("H",), s)
+    if z is not None:
+        check_tensor("z", z, ("batch", "H", "P"), s)
+    lo, hi = dt_limit
+    if not 0.0 <= lo <= hi:
+        raise ValueError(f"dt_limit must be (low, high) with 0 <= low <= high, got {tuple(dt_limit)}")
+    check_same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+
+
+def ssd_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
+                         dt_limit=DEFAULT_DT_LIMIT):
+    """The oracle of one decoding step: `ssd_ref` over a length-1 sequence from `state`."""
+    _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit)
+    t = lambda M: None if M is None else M.unsqueeze(1)
+    y, h = ssd_ref(t(x), t(dt), A, t(B), t(C), D, t(z), dt_bias, dt_softplus, dt_limit, initial_states=state,
+                   return_final_states=True)
+    return y[:, 0], h
+
+
+def ssd_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                     C: torch.Tensor, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                     dt_bias: Optional[torch.Tensor] = None, dt_softplus: bool = False,
+                     dt_limit: Tuple[float, float] = DEFAULT_DT_LIMIT):
+    """One SSD step (mamba_ssm's multi-head `selective_state_update`, functional): returns (y, new state).
+
+    state (batch, H, P, N); x, z (batch, H, P); dt (batch, H); A, dt_bias (H,); B, C (batch, G, N); D (H,) or
+    (H, P). The new state is fp32 (fp64 for fp64 x), y takes x's dtype; stepping through a sequence equals `ssd`
+    with `initial_states`.
+    """
+    _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit)
+    f = _compute_dtype(x)
+    dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)                              # (batch, H)
+    reps = x.shape[1] // B.shape[1]
+    Bh, Ch = (M.to(f).repeat_interleave(reps, dim=1) for M in (B, C))                   # (batch, H, N)
+    decay = torch.exp(dt * A.to(f))
+    h = decay[..., None, None] * state.to(f) + (dt.unsqueeze(-1) * x.to(f)).unsqueeze(-1) * Bh.unsqueeze(2)
+    y = torch.einsum("bhpn,bhn->bhp", h, Ch)
+    return _finish(y, x, D, z, x.dtype), h

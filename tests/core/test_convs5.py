@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssmkit.core.layers import ConvS5
+from ssmkit.core.layers import ConvS5, ConvS5State
 from ssmkit.core.layers.convs5 import hippo_n_eigenvalues
 from ssmkit.core.ops import convssm_scan, convssm_scan_ref
 
@@ -37,7 +37,7 @@ def test_parallel_scan_matches_complex128_recurrence(kB, kC):
     layer = ConvS5(3, d_state=4, kernel_size=kB, kernel_size_C=kC, dt_min=0.05, dt_max=0.5)
     u = torch.randn(2, 9, 5, 7, 3)
     x0 = torch.randn(2, 5, 7, 4, dtype=torch.complex64)
-    y, last = layer(u, x0, return_state=True)
+    y, (last,) = layer(u, ConvS5State(x0), return_state=True)
     y_ref, last_ref = _sequential_complex128(layer, u, x0)
     assert y.dtype == torch.float32 and last.dtype == torch.complex64
     assert ((y.double() - y_ref).norm() / y_ref.norm()) < 1e-6
@@ -54,18 +54,14 @@ def test_op_parallel_equals_sequential(T):
     torch.testing.assert_close(convssm_scan(lam_bar, Bu), convssm_scan_ref(lam_bar, Bu), rtol=1e-12, atol=1e-12)
 
 
-def test_step_equals_forward_and_state_continues():
+def test_step_equals_forward_and_state_continues(step_through):
     torch.manual_seed(0)
     layer = ConvS5(4, d_state=6, kernel_size=3)
     u = torch.randn(2, 7, 4, 5, 4)
     y, last = layer(u, return_state=True)
-    state = layer.initial_state(2, 4, 5)
-    ys = []
-    for t in range(7):
-        y_t, state = layer.step(u[:, t], state)
-        ys.append(y_t)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(state, last, rtol=1e-5, atol=1e-5)
+    ys, state = step_through(layer, u)
+    torch.testing.assert_close(ys, y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state.x, last.x, rtol=1e-5, atol=1e-5)
     y1, mid = layer(u[:, :3], return_state=True)
     torch.testing.assert_close(torch.cat([y1, layer(u[:, 3:], mid)], 1), y, rtol=1e-5, atol=1e-5)
 
@@ -98,7 +94,7 @@ def test_convs5_bad_input():
         layer(torch.randn(1, 4, 3, 5))
     with pytest.raises(ValueError, match="x must have shape"):
         layer(torch.randn(1, 4, 3, 5, 7))   # (B, T, C, H, W): channels-first frames
-    with pytest.raises(ValueError, match="state must have shape"):
-        layer.step(torch.randn(1, 3, 5, 3), torch.zeros(1, 3, 5, 5, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"state.x must have shape"):
+        layer.step(torch.randn(1, 3, 5, 3), ConvS5State(torch.zeros(1, 3, 5, 5, dtype=torch.complex64)))
     with pytest.raises(ValueError, match="kernel_size must be"):
         ConvS5(3, kernel_size=2)

@@ -46,16 +46,13 @@ def test_forward_matches_slow_path(kw):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(d_conv=2, expand=1.5, dt_rank=2)])
-def test_step_equals_forward(kw):
+def test_step_equals_forward(kw, step_through):
     m = mamba(**kw)
     x = torch.randn(2, 11, 8, dtype=F64)
     with torch.no_grad():
         y, (conv_f, ssm_f) = m(x, return_state=True)
-        state, steps = m.initial_state(2), []
-        for x_t in x.unbind(1):
-            y_t, state = m.step(x_t, state)
-            steps.append(y_t)
-    assert torch.allclose(torch.stack(steps, 1), y, rtol=1e-12, atol=1e-12)
+        steps, state = step_through(m, x)
+    assert torch.allclose(steps, y, rtol=1e-12, atol=1e-12)
     assert torch.allclose(state[0], conv_f, rtol=1e-12, atol=1e-12)
     assert torch.allclose(state[1], ssm_f, rtol=1e-12, atol=1e-12)
 

@@ -26,19 +26,15 @@ CONFIGS = [dict(), dict(ngroups=2, D_has_hdim=True, norm_before_gate=True), dict
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_mamba2_step_equals_forward(cfg):
+def test_mamba2_step_equals_forward(cfg, step_through):
     torch.manual_seed(0)
     m = Mamba2(16, d_state=8, headdim=8, chunk_size=5, **cfg).double()
     with torch.no_grad():
         m.D.add_(torch.randn_like(m.D))
         x = torch.randn(2, 13, 16, dtype=F64)
         y = m(x)
-        state = m.initial_state(2)
-        steps = []
-        for x_t in x.unbind(1):
-            y_t, state = m.step(x_t, state)
-            steps.append(y_t)
-        assert torch.allclose(torch.stack(steps, 1), y, atol=1e-12, rtol=0)
+        steps, state = step_through(m, x)
+        assert torch.allclose(steps, y, atol=1e-12, rtol=0)
         y_full, (conv_f, ssm_f) = m(x, return_state=True)
         assert torch.allclose(state[0], conv_f, atol=1e-12, rtol=0)
         assert torch.allclose(state[1], ssm_f, atol=1e-12, rtol=0)

@@ -134,24 +134,26 @@ def _perturb(block, seed=0):
     return block
 
 
-def _forward_vs_step(block, dtype, L=19):
+def _forward_vs_step(block, dtype, step_through, L=19):
     block = block.to(dtype)
     x = torch.randn(2, L, block.d_model, dtype=dtype)
     with torch.no_grad():
         y = block(x)
-        state, ys = block.initial_state(2), []
-        for x_t in x.unbind(1):
-            y_t, state = block.step(x_t, state)
-            ys.append(y_t)
-    return ((y - torch.stack(ys, 1)).abs().max() / y.abs().max()).item()
+        ys, _ = step_through(block, x)
+    return ((y - ys).abs().max() / y.abs().max()).item()
 
 
 @pytest.mark.parametrize("make", [lambda: mLSTMBlock(16, chunk_size=5), lambda: mLSTMBlock(16, mode="parallel"),
                                   lambda: sLSTMBlock(16, num_heads=2)])
-def test_xlstm_blocks_step_equals_forward(make):
+def test_xlstm_blocks_step_equals_forward(make, step_through):
     block = _perturb(make())
-    assert _forward_vs_step(block, torch.float64) < 1e-10
-    assert _forward_vs_step(block, torch.float32) < 1e-4
+    assert _forward_vs_step(block, torch.float64, step_through) < 1e-10
+    assert _forward_vs_step(block, torch.float32, step_through) < 1e-4
+    x, block = torch.randn(2, 7, 16, dtype=torch.float64), block.double()
+    with torch.no_grad():  # the block is the mixer in xLSTM's residual form
+        mixed = x + block.xlstm(block.xlstm_norm(x))
+        want = mixed if block.ffn is None else mixed + block.ffn(block.ffn_norm(mixed))
+        assert torch.allclose(block(x), want, atol=1e-12, rtol=0)
 
 
 def test_xlstm_block_shapes_and_parameter_names():

@@ -1,0 +1,155 @@
+"""The mixer contract (ssmkit.core.layers.contract) for every mixer that `ssmkit.core.layers` exports.
+
+Mixers are discovered from `__all__`; each needs one entry in SPECS (a small constructor and an input shape), so
+a newly exported mixer fails here until it has one. Checked: shapes, the dtype policy (output in the input's
+dtype, fp32 states, fp64 end to end), step == forward, pieces == whole, the state type, named shape errors.
+"""
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ssmkit.core.layers as layers
+from ssmkit.core.layers import (S4, S4D, SS2D, BiMamba, Chimera2DSSM, ClosedLoopCompanionSSM, CompanionSSM, ConvS5,
+                                Hydra, Hyena, Mamba, Mamba2, MultiHeadScan, StructureAwareSSM, mLSTM, sLSTM)
+
+
+class Spec(NamedTuple):
+    make: Callable[[], nn.Module]
+    shape: Tuple[int, ...]                  # input shape, batch first, time second for recurrent mixers
+    arg: str = "x"                          # name of forward's input in error messages
+    bf16: Optional[str] = None              # why bf16 is not supported (None: it is)
+
+
+COMPLEX = "complex parameters (real views) and FFTs: bf16 has no complex type"
+SPECS = {
+    "Mamba": Spec(lambda: Mamba(8, d_state=4), (2, 11, 8)),
+    "Mamba2": Spec(lambda: Mamba2(16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16)),
+    "S4": Spec(lambda: S4(6, d_state=8), (2, 11, 6), bf16=COMPLEX),
+    "S4D": Spec(lambda: S4D(6, d_state=8), (2, 11, 6), bf16=COMPLEX),
+    "mLSTM": Spec(lambda: mLSTM(16, num_heads=2, chunk_size=4), (2, 11, 16)),
+    "sLSTM": Spec(lambda: sLSTM(16, num_heads=2), (2, 11, 16)),
+    "CompanionSSM": Spec(lambda: CompanionSSM(6, kernel_dim=4, n_kernels=3, skip_connection=True), (2, 11, 6),
+                         bf16=COMPLEX),
+    "ClosedLoopCompanionSSM": Spec(lambda: ClosedLoopCompanionSSM(6, kernel_dim=4), (2, 11, 6), bf16=COMPLEX),
+    "ConvS5": Spec(lambda: ConvS5(4, d_state=4), (2, 7, 3, 4, 4), bf16=COMPLEX),
+    "Hyena": Spec(lambda: Hyena(8, l_max=16, filter_order=8), (2, 11, 8), bf16=COMPLEX),
+    "BiMamba": Spec(lambda: BiMamba(8, d_state=4), (2, 11, 8)),
+    "Hydra": Spec(lambda: Hydra(16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16), arg="u"),
+    "SS2D": Spec(lambda: SS2D(8, d_state=4), (2, 3, 4, 8)),
+    "StructureAwareSSM": Spec(lambda: StructureAwareSSM(8, d_state=2), (2, 3, 4, 8)),
+    "Chimera2DSSM": Spec(lambda: Chimera2DSSM(8, d_state=4), (2, 5, 3, 8)),
+    "MultiHeadScan": Spec(lambda: MultiHeadScan(8, num_heads=2, d_state=4), (2, 3, 4, 8)),
+}
+
+MIXERS = sorted(name for name in layers.__all__
+                if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), nn.Module))
+RECURRENT = [n for n in MIXERS if hasattr(getattr(layers, n), "step")]
+STATELESS = [n for n in MIXERS if n not in RECURRENT]
+print(f"mixer contract: {len(MIXERS)} mixers exported by ssmkit.core.layers: recurrent {RECURRENT}, "
+      f"not recurrent {STATELESS}")
+
+
+def _build(name, dtype=torch.float32, seed=0):
+    if name not in SPECS:
+        pytest.fail(f"{name} is exported by ssmkit.core.layers but has no entry in SPECS: add its constructor")
+    spec = SPECS[name]
+    torch.manual_seed(seed)
+    mixer = spec.make().to(dtype)
+    with torch.no_grad():  # move every parameter off its structured init (zeros, ones) so nothing cancels
+        for p in mixer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(spec.shape, dtype=dtype)
+    return mixer.eval(), x, spec
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def _check_state(state, mixer, work):
+    """One NamedTuple type; recurrent fields in the work dtype (complex for complex states); conv windows hold
+    inputs in the module's dtype."""
+    assert isinstance(state, tuple) and hasattr(state, "_fields"), f"state must be a NamedTuple, got {type(state)}"
+    complex_work = torch.complex128 if work == torch.float64 else torch.complex64
+    for field, t in zip(state._fields, state):
+        assert isinstance(t, torch.Tensor), field
+        if field == "conv":
+            continue
+        assert t.dtype in (work, complex_work), f"state field {field} has dtype {t.dtype}, want {work}"
+
+
+def test_every_exported_mixer_has_a_spec():
+    print("found:", ", ".join(MIXERS))
+    assert len(MIXERS) >= 16
+    assert set(MIXERS) == set(SPECS), (f"no SPECS entry for {sorted(set(MIXERS) - set(SPECS))}; "
+                                       f"SPECS entries not exported: {sorted(set(SPECS) - set(MIXERS))}")
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_shapes_dtypes_and_fp64(name):
+    mixer, x, spec = _build(name)
+    with torch.no_grad():
+        y32 = mixer(x)
+        assert y32.shape == x.shape and y32.dtype == torch.float32 and torch.isfinite(y32).all()
+        y64 = mixer.double()(x.double())
+    assert y64.dtype == torch.float64 and torch.isfinite(y64).all()
+    assert _rel(y32.double(), y64) < 1e-4                                    # fp64 computes the same function
+    if spec.bf16 is None:
+        with torch.no_grad():
+            y16 = mixer.to(torch.bfloat16)(x.to(torch.bfloat16))
+        assert y16.dtype == torch.bfloat16 and y16.shape == x.shape
+        assert _rel(y16.double(), y64) < 0.1
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_step_equals_forward_and_pieces_equal_whole(name, step_through, in_pieces):
+    mixer, x, _ = _build(name, torch.float64)
+    L = x.shape[1]
+    with torch.no_grad():
+        y, final = mixer(x, return_state=True)
+        assert torch.equal(mixer(x), y)
+        y_steps, stepped = step_through(mixer, x)
+        y_pieces, carried = in_pieces(mixer, x, [3, 4, L - 1])
+    assert _rel(y_steps, y) < 1e-9 and _rel(y_pieces, y) < 1e-9
+    assert type(final) is type(stepped) is type(carried) is type(mixer.initial_state(*x.shape[:1], *x.shape[2:-1]))
+    for field, a, b, c in zip(final._fields, final, stepped, carried):
+        assert _rel(b, a) < 1e-9 and _rel(c, a) < 1e-9, field
+    _check_state(final, mixer, torch.float64)
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_state_dtypes(name, step_through):
+    mixer, x, spec = _build(name)
+    with torch.no_grad():
+        _, state = mixer(x, return_state=True)
+        _check_state(state, mixer, torch.float32)
+        if spec.bf16 is None:
+            mixer = mixer.to(torch.bfloat16)
+            y, state = mixer(x.to(torch.bfloat16), return_state=True)
+            _check_state(state, mixer, torch.float32)
+            y_t, state = mixer.step(x[:, 0].to(torch.bfloat16), state)
+            assert y.dtype == y_t.dtype == torch.bfloat16
+            _check_state(state, mixer, torch.float32)
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_bad_shapes_name_the_argument(name):
+    mixer, x, spec = _build(name)
+    bad = x[..., :-1]
+    with pytest.raises(ValueError, match=rf"{spec.arg} must have shape"):
+        mixer(bad)
+    if name in RECURRENT:
+        state = mixer.initial_state(x.shape[0], *x.shape[2:-1])
+        with pytest.raises(ValueError, match=r"x_t must have shape"):
+            mixer.step(bad[:, 0], state)
+
+
+@pytest.mark.parametrize("name", STATELESS)
+def test_mixers_without_state_reject_one(name):
+    mixer, x, _ = _build(name)
+    with pytest.raises(ValueError, match="is not recurrent"):
+        mixer(x, return_state=True)
+    with pytest.raises(ValueError, match="is not recurrent"):
+        mixer(x, state=(torch.zeros(1),))
