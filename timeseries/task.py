@@ -108,7 +108,11 @@ class ForecastTask(TaskBase):
                              f"{type(self.model).__name__} has none")
 
     def configure_callbacks(self):
-        return [TestAfterFit()] if self.test_after_fit else []
+        # one instance for the task's lifetime: Lightning re-merges these on every trainer entry (also the test
+        # that TestAfterFit itself starts), and the instance keeps the results
+        if self.test_after_fit and not hasattr(self, "_test_after_fit"):
+            self._test_after_fit = TestAfterFit()
+        return [self._test_after_fit] if self.test_after_fit else []
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
