@@ -112,7 +112,7 @@ class ForecastTask(TaskBase):
         # that TestAfterFit itself starts), and the instance keeps the results
         if self.test_after_fit and not hasattr(self, "_test_after_fit"):
             self._test_after_fit = TestAfterFit()
-        return [self._test_after_fit] if self.test_after_fit else []
+        return super().configure_callbacks() + ([self._test_after_fit] if self.test_after_fit else [])
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
