@@ -22,7 +22,7 @@ def demo(out_dir: pathlib.Path, steps: int = 60) -> DemoResult:
     fasta = write_synthetic_fasta(out_dir / "data" / "synthetic.fa")
     store = build_genome_store([fasta], out_dir / "data" / "synthetic.zarr")
     model = HyenaDNA(d_model=32, n_layer=2, l_max=130, embed_dropout=0.0)
-    pre = DNAPretrainTask(model, lr=1e-2, weight_decay=0.1, warmup_steps=5, scheduler="cosine")
+    pre = DNAPretrainTask(model, lr=3e-3, weight_decay=0.1, warmup_steps=5, scheduler="cosine")
     data = GenomeDataModule(str(store.path), seq_len=129, batch_size=16, batches_per_epoch=steps,
                             max_val_windows=32, eval_batch_size=32)
     history = LossHistory()
@@ -35,7 +35,7 @@ def demo(out_dir: pathlib.Path, steps: int = 60) -> DemoResult:
     csv = write_motif_csv(out_dir / "data" / "motif.csv")
     labelled = SequenceDataModule([str(csv)], "csv", seed=0, batch_size=32, eval_batch_size=128)
     clf = SequenceClassificationTask(HyenaDNA(d_model=32, n_layer=2, l_max=130, embed_dropout=0.0), num_classes=2,
-                                     init_from=str(ckpt), lr=1e-2, weight_decay=0.0, warmup_steps=5)
+                                     init_from=str(ckpt), lr=3e-3, weight_decay=0.0, warmup_steps=5)
     ft_history = LossHistory()
     ft = demo_trainer(out_dir / "finetune", steps, [ft_history], limit_val_batches=1)
     ft.fit(clf, labelled)

@@ -8,11 +8,21 @@ import numpy as np
 MOTIF = "TATAATGCGCAT"
 
 
-def synthetic_genome(length: int = 60_000, motif: str = MOTIF, every: int = 60, seed: int = 0) -> str:
-    """Random bases (GC 0.5) with `motif` planted about once per `every` bases: a model that learns the motif
-    predicts its tail and so beats the 2-bit uniform rate."""
+# order-1 transitions (rows: previous base A, C, G, T): a learnable background below the 2-bit uniform rate
+TRANSITIONS = np.array([[0.6, 0.1, 0.2, 0.1], [0.1, 0.3, 0.5, 0.1], [0.2, 0.4, 0.3, 0.1], [0.1, 0.1, 0.1, 0.7]])
+
+
+def synthetic_genome(length: int = 60_000, motif: str = MOTIF, every: int = 100, seed: int = 0) -> str:
+    """An order-1 Markov background (`TRANSITIONS`) with `motif` planted about once per `every` bases: a model
+    learns the background within a few dozen steps, and the motif's tail after seeing its head."""
     rng = np.random.default_rng(seed)
-    seq = rng.choice(np.array(list("ACGT")), length)
+    u = rng.random(length)
+    cumulative = TRANSITIONS.cumsum(1)
+    states = np.empty(length, dtype=np.int64)
+    states[0] = 0
+    for i in range(1, length):
+        states[i] = np.searchsorted(cumulative[states[i - 1]], u[i])
+    seq = np.array(list("ACGT"))[np.minimum(states, 3)]
     for start in rng.integers(0, length - len(motif), length // every):
         seq[start:start + len(motif)] = list(motif)
     return "".join(seq)
@@ -28,15 +38,15 @@ def write_synthetic_fasta(path, length: int = 60_000, seed: int = 0) -> pathlib.
 
 
 def write_motif_csv(path, n: int = 600, length: int = 100, seed: int = 1) -> pathlib.Path:
-    """GenomicBenchmarks-style `seq,label` CSV: label 1 iff the (single) planted motif is present."""
+    """GenomicBenchmarks-style `seq,label` CSV: uniform random bases, label 1 iff the motif is planted (twice)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         seq = list(rng.choice(np.array(list("ACGT")), length))
         label = i % 2
         if label:
-            s = int(rng.integers(0, length - len(MOTIF)))
-            seq[s:s + len(MOTIF)] = list(MOTIF)
+            for s in rng.integers(0, length - len(MOTIF), 2):
+                seq[s:s + len(MOTIF)] = list(MOTIF)
         text = "".join(seq)
         if not label and MOTIF in text:  # a random negative that happens to contain the motif
             continue
