@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.conv import causal_conv1d
 from ..ops.selective_scan import selective_scan
 from ..init import to_factory

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..dtypes import state_dtype
 from ..init import dt_rank as resolve_dt_rank
 from ..init import init_dt_bias, s4d_real_A_log, set_optim, to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.chimera2d import selective_scan_2d
 from .contract import reject_state
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..init import to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.companion import companion_kernel, companion_kernel_squaring, companion_matrix, krylov
 from ..ops.fft_conv import fft_conv
 

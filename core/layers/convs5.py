@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dtypes import state_dtype
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..init import to_factory
 from ..ops.convssm import convssm_scan
 from ..ops.hippo import hippo_legs_normal

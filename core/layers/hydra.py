@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..norms import RMSNormGated
 from ..dtypes import state_dtype
 from ..init import init_dt_bias, set_optim, to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.ssd import ssd
 from .mamba2 import CPU_CHUNK, CUDA_CHUNK
 

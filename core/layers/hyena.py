@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..init import set_optim, to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.fft_conv import fft_conv
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..dtypes import state_dtype
 from ..init import dt_rank as resolve_dt_rank
 from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.selective_scan import selective_scan
 

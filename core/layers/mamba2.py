@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..norms import RMSNormGated
 from ..dtypes import state_dtype
 from ..init import init_dt_bias, mamba2_A_log, set_optim, to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.ssd import prepare_dt, ssd
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..init import dt_rank as resolve_dt_rank
 from ..init import to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
 from ..ops.scan2d import cross_unscan
 from .contract import reject_state
 from .ss2d import RouteScan

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..init import to_factory
-from ..ops._checks import check_tensor
+from ..ops import check_tensor
+from ._validate import check_input_dtype, check_positive_ints
 from ..ops.conv import causal_conv1d, causal_conv1d_update
 from ..ops.xlstm import (mlstm_chunkwise, mlstm_parallel, mlstm_step, mlstm_zero_state, slstm, slstm_step,
                          slstm_zero_state)

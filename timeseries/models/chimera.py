@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ssmkit.core.layers import Chimera2DSSM, ClosedLoopCompanionSSM
-from ssmkit.core.ops._checks import check_tensor
+from ssmkit.core.ops import check_tensor
 
 from .base import Forecaster
 from .linear import moving_average

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ssmkit.core.ops._checks import check_tensor
+from ssmkit.core.ops import check_tensor
 
 from .base import Forecaster
 

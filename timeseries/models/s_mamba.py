@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmkit.core.layers import Mamba
-from ssmkit.core.ops._checks import check_tensor
+from ssmkit.core.ops import check_tensor
 
 from .base import Forecaster
 from .linear import NLinear

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ssmkit.core.layers import ClosedLoopCompanionSSM, CompanionSSM
 from ssmkit.core.ops import fft_conv
-from ssmkit.core.ops._checks import check_tensor
+from ssmkit.core.ops import check_tensor
 
 from .base import Forecaster
 
