@@ -1,0 +1,238 @@
+"""Sequential recommenders under the RecBole protocol on real data: test HR / NDCG / MRR @ {10, 20} (model chosen on
+validation NDCG@10, early stopping) per model and seed, MostPop in the same run, training seconds per epoch,
+inference latency per evaluation batch, and the streaming update latency per interaction with `step` against
+re-encoding a 50-item history. Prints a table, writes JSON (default under /tmp).
+
+  python benchmarks/recsys.py --data ../shared/data/recsys/amazon-beauty-5core/amazon-beauty.inter.gz \
+      --dataset beauty --models sasrec mamba4rec sigma tim4rec gru4rec --seeds 2020 2021 2022
+
+Each model's hyper-parameters come from configs/recsys/<model>_<dataset>.yaml (model, task lr, early-stopping
+patience, max_len, batch size). --max-epochs caps training (reported; the configs allow 300).
+--latency-only skips training: it times one training step (and scales it to seconds per epoch), inference per
+evaluation batch and streaming, on freshly initialised models (timings do not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ssmkit.recsys.data import SequentialDataModule
+from ssmkit.recsys.task import SequentialRecTask, build_model, full_sort_ranks, rank_metrics
+
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "recsys"
+METRICS = [f"{m}@{k}" for k in (10, 20) for m in ("hr", "ndcg", "mrr")]
+
+
+def load_config(model: str, dataset: str):
+    cfg = yaml.safe_load((CONFIGS / f"{model}_{dataset}.yaml").read_text())
+    task_args = dict(cfg["model"]["init_args"])
+    spec = task_args.pop("model")
+    patience = next(c["init_args"]["patience"] for c in cfg["trainer"]["callbacks"]
+                    if c["class_path"].endswith("EarlyStopping"))
+    return spec, task_args, patience, cfg["data"]["init_args"]
+
+
+class EpochTimer(L.Callback):
+    """Wall-clock seconds of each training epoch (validation excluded)."""
+
+    def __init__(self):
+        self.seconds = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+def most_pop(dm: SequentialDataModule):
+    """Rank every test target by its number of training interactions (each user's items but the last two);
+    ties count in the target's favour (as for every model here)."""
+    seqs = dm.sequences
+    ends = seqs.offsets[1:] - np.minimum(2, seqs.offsets[1:] - seqs.offsets[:-1] - 2).clip(min=0)
+    train_items = np.concatenate([seqs.items[a:b] for a, b in zip(seqs.offsets[:-1], ends)])
+    counts = np.bincount(train_items, minlength=dm.n_items + 1)
+    test = dm.samples["test"]
+    targets = torch.from_numpy(seqs.items[seqs.offsets[test[:, 0]] + test[:, 1]])
+    scores = torch.from_numpy(counts).double().expand(len(targets), -1)
+    return {k: float(v.mean()) for k, v in rank_metrics(full_sort_ranks(scores, targets)).items()}
+
+
+def inference_latency(task, dm, repeats: int = 3) -> float:
+    """Mean seconds to score one evaluation batch against all items (encode + full-sort scores)."""
+    batch = next(iter(dm.test_dataloader()))
+    model = task.model.eval()
+    with torch.no_grad():
+        model(batch["items"], batch["length"], batch["times"])
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model(batch["items"], batch["length"], batch["times"])
+    return (time.perf_counter() - t0) / repeats
+
+
+def streaming_latency(model, history: int = 50, repeats: int = 50):
+    """Seconds per new interaction for one user: `step` vs re-encoding the whole `history`-item history."""
+    model = model.eval()
+    items = torch.randint(1, model.n_items + 1, (1, history))
+    times = torch.cumsum(torch.rand(1, history, dtype=torch.float64) * 86400 * 30, 1)
+    lengths = torch.tensor([history])
+    with torch.no_grad():
+        state = model.initial_state(1)
+        for t in range(history - 1):
+            _, state = model.step(items[:, t], state, times[:, t])
+        model.scores(model.step(items[:, -1], state, times[:, -1])[0])
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model.scores(model.step(items[:, -1], state, times[:, -1])[0])
+        step = (time.perf_counter() - t0) / repeats
+        model(items, lengths, times)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model(items, lengths, times)
+        encode = (time.perf_counter() - t0) / repeats
+    return step, encode
+
+
+def train_step_seconds(task, dm, repeats: int = 2) -> float:
+    """Mean seconds of one optimiser step (forward, CE over all items, backward, Adam) on a training batch."""
+    batch = next(iter(dm.train_dataloader()))
+    opt = torch.optim.Adam(task.parameters(), lr=1e-3)
+    task.train()
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss = task.training_step(batch, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.mean(times[1:])
+
+
+def latency_one(model_name, dataset, data_path, batch_size=None):
+    """Timings only (no training): s/step -> s/epoch, inference s/batch, streaming step vs re-encoding."""
+    spec, task_args, _, data_args = load_config(model_name, dataset)
+    L.seed_everything(0, verbose=False)
+    dm = SequentialDataModule(data_path, max_len=data_args["max_len"],
+                              batch_size=batch_size or data_args["batch_size"], eval_batch_size=2048,
+                              user_min=data_args["user_min"], item_min=data_args["item_min"])
+    dm.setup()
+    task = SequentialRecTask(build_model(spec), **task_args)
+    task.model.grow_items(dm.n_items)
+    task.log = lambda *a, **k: None  # no trainer attached
+    step = train_step_seconds(task, dm)
+    row = {"model": model_name, "sec_per_train_step": step,
+           "sec_per_epoch_est": step * len(dm.train_dataloader()), "train_steps_per_epoch": len(dm.train_dataloader()),
+           "inference_sec_per_batch": inference_latency(task, dm), "params": sum(p.numel() for p in task.parameters())}
+    if task.model.streamable:
+        step, encode = streaming_latency(task.model)
+        row.update(step_ms=1e3 * step, reencode50_ms=1e3 * encode, speedup=encode / step)
+    return row, dm
+
+
+def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_size=None):
+    spec, task_args, patience, data_args = load_config(model_name, dataset)
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = SequentialDataModule(data_path, max_len=data_args["max_len"],
+                              batch_size=batch_size or data_args["batch_size"], eval_batch_size=2048,
+                              user_min=data_args["user_min"], item_min=data_args["item_min"])
+    task = SequentialRecTask(build_model(spec), **task_args)
+    timer = EpochTimer()
+    best = ModelCheckpoint(dirpath=f"{workdir}/{model_name}_{seed}", monitor="val/ndcg@10", mode="max", filename="best")
+    trainer = L.Trainer(max_epochs=max_epochs, default_root_dir=workdir, logger=CSVLogger(workdir, name=model_name),
+                        callbacks=[EarlyStopping("val/ndcg@10", mode="max", patience=patience), best, timer],
+                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(task, dm)
+    test = trainer.test(task, dm, ckpt_path="best", verbose=False)[0]
+    row = {"model": model_name, "seed": seed, "epochs": trainer.current_epoch,
+           "val_ndcg@10": float(best.best_model_score), **{m: float(test[f"test/{m}"]) for m in METRICS},
+           "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
+           "inference_sec_per_batch": inference_latency(task, dm), "params": sum(p.numel() for p in task.parameters())}
+    if task.model.streamable:
+        step, encode = streaming_latency(task.model)
+        row.update(step_ms=1e3 * step, reencode50_ms=1e3 * encode, speedup=encode / step)
+    return row, dm
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="interaction file (.inter[.gz], u.data, *.txt[.gz])")
+    parser.add_argument("--dataset", required=True, choices=["beauty", "ml100k"], help="config suffix")
+    parser.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", "mamba4rec", "sigma", "tim4rec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--max-epochs", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, help="override the configs' training batch size")
+    parser.add_argument("--latency-only", action="store_true", help="time training, inference, streaming only")
+    parser.add_argument("--out", default="/tmp/recsys_bench.json")
+    args = parser.parse_args(argv)
+    if args.latency_only:
+        return latency_main(args)
+    rows, dm = [], None
+    with tempfile.TemporaryDirectory() as workdir:
+        for model in args.models:
+            for seed in args.seeds:
+                row, dm = run_one(model, args.dataset, args.data, seed, args.max_epochs, workdir, args.batch_size)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    pop = most_pop(dm)
+    summary = {"mostpop": pop}
+    for model in args.models:
+        mine = [r for r in rows if r["model"] == model]
+        summary[model] = {m: (statistics.mean(r[m] for r in mine),
+                              statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0) for m in METRICS}
+    header = ("| model | seeds | " + " | ".join(METRICS)
+              + " | s/epoch | epochs | infer s/batch | step ms | re-encode ms |")
+    print(header + "\n|" + "---|" * (header.count("|") - 1))
+    print("| MostPop | - | " + " | ".join(f"{pop[m]:.4f}" for m in METRICS) + " | - | - | - | - | - |")
+    for model in args.models:
+        mine = [r for r in rows if r["model"] == model]
+        cells = [f"{summary[model][m][0]:.4f} ± {summary[model][m][1]:.4f}" for m in METRICS]
+        step = (f"{statistics.mean(r['step_ms'] for r in mine):.2f} | "
+                f"{statistics.mean(r['reencode50_ms'] for r in mine):.2f}") if "step_ms" in mine[0] else "- | -"
+        print(f"| {model} | {len(mine)} | " + " | ".join(cells)
+              + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f}"
+              + f" | {'/'.join(str(r['epochs']) for r in mine)}"
+              + f" | {statistics.mean(r['inference_sec_per_batch'] for r in mine):.3f} | {step} |")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "threads": torch.get_num_threads(),
+                               "runs": rows, "summary": summary}, indent=1))
+    print(f"wrote {out}")
+
+
+def latency_main(args):
+    rows = []
+    for model in args.models:
+        row, dm = latency_one(model, args.dataset, args.data, args.batch_size)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("| model | params | s/train step | steps/epoch | s/epoch (est.) | infer s/batch (2048) | step ms "
+          "| re-encode 50 ms | speed-up |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        stream = (f"{r['step_ms']:.2f} | {r['reencode50_ms']:.2f} | {r['speedup']:.1f}x" if "step_ms" in r
+                  else "cannot stream | - | -")
+        print(f"| {r['model']} | {r['params']} | {r['sec_per_train_step']:.2f} | {r['train_steps_per_epoch']} "
+              f"| {r['sec_per_epoch_est']:.0f} | {r['inference_sec_per_batch']:.2f} | {stream} |")
+    pop = most_pop(dm)
+    print("MostPop test: " + ", ".join(f"{m} {pop[m]:.4f}" for m in METRICS))
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "threads": torch.get_num_threads(),
+                               "latency": rows, "mostpop": pop}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
