@@ -201,8 +201,7 @@ class GenomeDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         self._train = self.train_dataset()
-        end = (self.batches_done // self.batches_per_epoch + 1) * self.batches_per_epoch
-        return DataLoader(_Take(self._train, end - self.batches_done), batch_size=None,
+        return DataLoader(_Epoch(self._train, self.batches_per_epoch), batch_size=None,
                           num_workers=self.num_workers, persistent_workers=False)
 
     def _eval(self, split, limit=None):
@@ -221,6 +220,8 @@ class GenomeDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx):
         if self.trainer is not None and self.trainer.training:
             self.batches_done += 1
+            if self._train is not None:  # the next epoch's iterator (and its workers) start from here
+                self._train.start_batch = self.batches_done
         return batch
 
     def state_dict(self):
@@ -232,19 +233,21 @@ class GenomeDataModule(L.LightningDataModule):
         self.batches_done = int(state["batches_done"])
 
 
-class _Take(IterableDataset):
-    """The first `n` items of an endless stream (one Lightning epoch); each worker yields its share."""
+class _Epoch(IterableDataset):
+    """One Lightning epoch of an endless stream: batches from `stream.start_batch` to the end of the epoch
+    (of `batches_per_epoch` batches) that contains it; each worker yields its share, in order."""
 
-    def __init__(self, stream: RandomWindowStream, n: int):
-        self.stream, self.n = stream, n
+    def __init__(self, stream: RandomWindowStream, batches_per_epoch: int):
+        self.stream, self.batches_per_epoch = stream, batches_per_epoch
 
     def __iter__(self):
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        end = self.stream.start_batch + self.n
-        for n in range(self.stream.start_batch, end):
+        start = self.stream.start_batch
+        end = (start // self.batches_per_epoch + 1) * self.batches_per_epoch
+        for n in range(start, end):
             if n % n_workers == worker:
                 yield self.stream.batch(n)
 
     def __len__(self):
-        return self.n
+        return self.batches_per_epoch

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssmkit.genomics import errors
-from ssmkit.genomics.data import GenomeDataModule, RandomWindowStream, _Take
+from ssmkit.genomics.data import GenomeDataModule, RandomWindowStream, _Epoch
 from ssmkit.genomics.labelled import (SequenceDataModule, cds_vs_intergenic, read_labelled_csv, read_labelled_fasta,
                                       splice_sites, stratified_split)
 from ssmkit.genomics.store import build_genome_store
@@ -47,6 +47,17 @@ def test_genomics_stream_resumes_exactly_from_saved_state(store):
     assert all((b != N).all() for b in first)  # max_n_fraction 0: no window touches the N run
 
 
+def test_genomics_next_epoch_continues_the_stream(store):
+    dm = GenomeDataModule(str(store), seq_len=32, batch_size=2, batches_per_epoch=3)
+    dm.trainer = _FakeTrainer()
+    loader = dm.train_dataloader()  # Lightning re-iterates the same loader every epoch
+    epochs = [[dm.on_after_batch_transfer(b, 0) for b in loader] for _ in range(2)]
+    stream = dm.train_dataset()
+    assert [len(e) for e in epochs] == [3, 3]
+    for n, b in enumerate(epochs[0] + epochs[1]):
+        assert torch.equal(b, stream.batch(n))
+
+
 def test_genomics_stream_shards_by_rank_and_worker(store):
     stages = [(16, 2, None)]
     whole = RandomWindowStream(store, stages, seed=3)
@@ -55,7 +66,7 @@ def test_genomics_stream_shards_by_rank_and_worker(store):
     one_rank = RandomWindowStream(store, stages, seed=3, rank=0, world_size=1)
     assert torch.equal(ranks[1].batch(2), one_rank.batch(5))
     assert not torch.equal(ranks[0].batch(0), ranks[1].batch(0))
-    loader = DataLoader(_Take(whole, 6), batch_size=None, num_workers=2)
+    loader = DataLoader(_Epoch(whole, 6), batch_size=None, num_workers=2)
     assert all(torch.equal(a, whole.batch(i)) for i, a in enumerate(loader))  # two workers, original order
 
 
