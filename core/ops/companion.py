@@ -28,8 +28,8 @@ def _check(a, b, c, L):
     if c is not None:
         check_tensor("c", c, ("H", "d"), sizes)
     check_same_device(a=a, b=b, c=c)
-    if not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be a positive int, got {L!r}")
+    if not isinstance(L, int) or L < 0:
+        raise ValueError(f"L must be a non-negative int, got {L!r}")
 
 
 def companion_matrix(a: Tensor) -> Tensor:
@@ -44,9 +44,9 @@ def krylov(A: Tensor, x: Tensor, L: int) -> Tensor:
 
     A (H, d, d) and x (..., H, d) broadcast over leading batch dims of x.
     """
-    X = x.unsqueeze(-1)
+    X = x.unsqueeze(-1)[..., :L]  # L = 0: no columns
     power = A
-    while X.shape[-1] < L:
+    while 0 < X.shape[-1] < L:
         # the last doubling only extends to L columns: no wasted products, no slice to back-propagate through
         X = torch.cat([X, power @ X[..., :L - X.shape[-1]]], dim=-1)
         if X.shape[-1] < L:
@@ -64,11 +64,11 @@ def companion_kernel_ref(a: Tensor, b: Tensor, c: Tensor, L: int) -> Tensor:
     """K[l] = c^T A^l b by applying the dense A one step at a time (the oracle): (H, L)."""
     _check(a, b, c, L)
     A = companion_matrix(a)
-    x, out = b, []
+    x, out = b, [b.new_zeros(b.shape[0])] if L == 0 else []  # L = 0: an empty (H, 0) kernel
     for _ in range(L):
         out.append((c * x).sum(-1))
         x = torch.einsum("hij,hj->hi", A, x)
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=-1)[:, :L]
 
 
 def _folded_correlation_dft(u: Tensor, v: Tensor, L: int) -> Tensor:
@@ -85,6 +85,8 @@ def companion_kernel(a: Tensor, b: Tensor, c: Tensor, L: int) -> Tensor:
     """K[l] = c^T A^l b, l < L, by the shift-plus-rank-1 FFT algorithm: (H, L). Differentiable."""
     _check(a, b, c, L)
     work = torch.promote_types(a.dtype, torch.float32)
+    if L == 0:
+        return a.new_zeros(a.shape[0], 0, dtype=work)
     a, b, c = a.to(work), b.to(work), c.to(work)
     A_L = torch.linalg.matrix_power(companion_matrix(a), L)
     c_tilde = c - torch.einsum("hij,hi->hj", A_L, c)

@@ -28,12 +28,12 @@ def _validate(Lambda_bar, Bu, initial_state):
 def convssm_scan_ref(Lambda_bar: torch.Tensor, Bu: torch.Tensor, initial_state: Optional[torch.Tensor] = None):
     """The definition: the recurrence one frame at a time (time unbound once)."""
     _validate(Lambda_bar, Bu, initial_state)
-    x = torch.zeros_like(Bu[:, 0]) if initial_state is None else initial_state.to(Bu.dtype)
+    x = Bu.new_zeros(Bu.shape[:1] + Bu.shape[2:]) if initial_state is None else initial_state.to(Bu.dtype)
     xs = []
     for bu in Bu.unbind(1):
         x = Lambda_bar * x + bu
         xs.append(x)
-    return torch.stack(xs, 1)
+    return torch.stack(xs, 1) if xs else Bu.clone()  # T = 0: no states
 
 
 def convssm_scan(Lambda_bar: torch.Tensor, Bu: torch.Tensor, initial_state: Optional[torch.Tensor] = None):

@@ -3,12 +3,18 @@
 Causal: y[t] = sum_{j<=t} k[j] u[t-j]. Transforms are taken at n = 2L so the product is a linear
 (not circular) convolution. Two-sided (`bidirectional=True`): k is (2, D, Lk); k[0] looks back
 (lags 0, 1, ...), k[1] looks ahead (leads 1, 2, ...): y[t] += sum_{j>=1} k[1, j-1] u[t+j].
+
+A transform spreads a NaN or inf over the whole sequence, so non-finite entries of u and k are transformed as
+zeros and NaN is put back at the outputs the direct convolution reaches: u[s] reaches y[s .. s + Lk - 1] (and
+y[s - La .. s - 1] looking ahead), a non-finite k the whole channel, as in `fft_conv_ref`. A bad input thus
+shows where it entered, causally, as in every other op (no device sync, no data-dependent branch).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from . import _nonfinite as nf
 from ._checks import check_same_device, check_tensor
 
 
@@ -28,6 +34,10 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> t
     """
     _check(u, k, bidirectional)
     L = u.shape[-1]
+    if u.numel() == 0 or k.shape[-1] == 0:  # nothing to transform (L = 0, batch 0, or an empty kernel)
+        return torch.zeros_like(u)
+    bad_u, bad_k = nf.bad(u), nf.bad(k)
+    u, k = nf.clean(u, bad_u), nf.clean(k, bad_k)
     work = torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
     n = 2 * L
     if bidirectional:
@@ -39,13 +49,27 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> t
     k_f = torch.fft.rfft(kernel, n=n)
     u_f = torch.fft.rfft(u.to(work), n=n)
     y = torch.fft.irfft(u_f * k_f, n=n)[..., :L]
-    return y.to(u.dtype)
+    return nf.poison(y, _reached(bad_u, bad_k, bidirectional)).to(u.dtype)
+
+
+def _reached(bad_u: torch.Tensor, bad_k: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """(B, D, L) True where the direct convolution sums a non-finite u or k term (window counts by cumsum)."""
+    L, Lk = bad_u.shape[-1], bad_k.shape[-1]
+    count = F.pad(bad_u.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))   # count[t] = bad u before t
+    t = torch.arange(L, device=bad_u.device)
+    reached = count[..., t + 1] > count[..., (t + 1 - Lk).clamp(min=0)]          # u[t - Lk + 1 .. t]
+    if bidirectional:
+        reached = reached | (count[..., (t + 1 + Lk).clamp(max=L)] > count[..., t + 1])  # u[t + 1 .. t + La]
+    k_any = bad_k.any(-1).any(0) if bidirectional else bad_k.any(-1)               # (D,)
+    return reached | k_any[:, None]
 
 
 def fft_conv_ref(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> torch.Tensor:
     """Direct (time-domain) convolution with the same contract as `fft_conv`: the oracle."""
     _check(u, k, bidirectional)
     D, L = u.shape[1], u.shape[2]
+    if u.numel() == 0 or k.shape[-1] == 0:  # no terms to sum
+        return torch.zeros_like(u)
     back = k[0] if bidirectional else k
     Lk = back.shape[-1]
     # conv1d is a cross-correlation: flip the kernel and pad on the left so y[t] only sees u[<= t].

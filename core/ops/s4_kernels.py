@@ -33,8 +33,8 @@ def _check_diag(dt, A, B, C, L):
     for name, t in (("A", A), ("B", B), ("C", C)):
         check_tensor(name, t, ("H", "N"), sizes, allow_complex=True)
     check_same_device(dt=dt, A=A, B=B, C=C)
-    if not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be a positive int, got {L!r}")
+    if not isinstance(L, int) or L < 0:
+        raise ValueError(f"L must be a non-negative int, got {L!r}")
 
 
 def s4d_discretize(dt: Tensor, A: Tensor, B: Tensor, method: str = "zoh") -> Tuple[Tensor, Tensor]:
@@ -64,11 +64,11 @@ def s4d_kernel_ref(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, L: int, method: 
     _check_diag(dt, A, B, C, L)
     dA, x = s4d_discretize(dt, A, B, method)
     C = _complex(C)
-    out = []
+    out = [dt.new_zeros(dt.shape[0])] if L == 0 else []  # L = 0: an empty (H, 0) kernel
     for _ in range(L):
         out.append(2 * (C * x).sum(-1).real)
         x = dA * x
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=-1)[:, :L]
 
 
 def _check_dplr(dt, Lambda, P, B, C=None):
@@ -116,8 +116,10 @@ def dplr_kernel(dt: Tensor, Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor, L: 
     memory (the Cauchy matrix is (H, 2N, node_chunk)).
     """
     _check_dplr(dt, Lambda, P, B, C)
-    if not isinstance(L, int) or L < 1:
-        raise ValueError(f"L must be a positive int, got {L!r}")
+    if not isinstance(L, int) or L < 0:
+        raise ValueError(f"L must be a non-negative int, got {L!r}")
+    if L == 0:
+        return dt.new_zeros(dt.shape[0], 0)
     dA, _ = dplr_discretize(dt, Lambda, P, B)
     Cf = _complete(C)
     c_tilde = Cf - torch.einsum("hnm,hn->hm", torch.linalg.matrix_power(dA, L), Cf)
@@ -147,8 +149,8 @@ def dplr_kernel_ref(dt: Tensor, Lambda: Tensor, P: Tensor, B: Tensor, C: Tensor,
     _check_dplr(dt, Lambda, P, B, C)
     dA, x = dplr_discretize(dt, Lambda, P, B)
     Cf = _complete(C)
-    out = []
+    out = [dt.new_zeros(dt.shape[0])] if L == 0 else []  # L = 0: an empty (H, 0) kernel
     for _ in range(L):
         out.append((Cf * x).sum(-1).real)
         x = torch.einsum("hnm,hm->hn", dA, x)
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=-1)[:, :L]

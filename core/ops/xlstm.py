@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import _nonfinite as nf
 from ._checks import check_same_device, check_tensor
 
 Tensor = torch.Tensor
@@ -82,11 +83,11 @@ def mlstm_ref(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, initial_sta
     """The recurrent form: `mlstm_step` over time (the oracle). Returns h (B, NH, S, DV) [, (C, n, m)]."""
     _check_mlstm(q, k, v, i, f, initial_state)
     state = _state(initial_state, q, v, _work_dtype(q))
-    hs = []
+    hs = [v.new_empty(v.shape[:2] + v.shape[3:])] if q.shape[2] == 0 else []  # S = 0: empty h, the state
     for q_t, k_t, v_t, i_t, f_t in zip(*(t.unbind(2) for t in (q, k, v, i, f))):
         h_t, state = mlstm_step(q_t, k_t, v_t, i_t, f_t, state, eps)
         hs.append(h_t)
-    h = torch.stack(hs, dim=2).to(q.dtype)
+    h = torch.stack(hs, dim=2)[:, :, :q.shape[2]].to(q.dtype)
     return (h, state) if return_final_state else h
 
 
@@ -121,8 +122,8 @@ def mlstm_parallel(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, initia
     with log D_ts = sum_{s<r<=t} log sigma(f_r) + i_s, each row stabilised by its max."""
     _check_mlstm(q, k, v, i, f, initial_state)
     work = _work_dtype(q)
-    h, state = _parallel(*(t.to(work) for t in (q, k, v, i)), F.logsigmoid(f.to(work)),
-                         _state(initial_state, q, v, work), eps)
+    h, state = _without_nonfinite(lambda *a: _parallel(*a, eps), *(t.to(work) for t in (q, k, v, i)),
+                                  F.logsigmoid(f.to(work)), _state(initial_state, q, v, work))
     h = h.to(q.dtype)
     return (h, state) if return_final_state else h
 
@@ -135,15 +136,52 @@ def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, chunk
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     work = _work_dtype(q)
-    state = _state(initial_state, q, v, work)
-    log_f = F.logsigmoid(f.to(work))
-    pieces = [t.to(work).split(chunk_size, dim=2) for t in (q, k, v, i, log_f)]
-    hs = []
-    for q_c, k_c, v_c, i_c, lf_c in zip(*pieces):
-        h_c, state = _parallel(q_c, k_c, v_c, i_c, lf_c, state, eps)
-        hs.append(h_c)
-    h = torch.cat(hs, dim=2).to(q.dtype)
+
+    def chunkwise(q, k, v, i, log_f, state):
+        hs = []
+        for q_c, k_c, v_c, i_c, lf_c in zip(*(t.split(chunk_size, dim=2) for t in (q, k, v, i, log_f))):
+            h_c, state = _parallel(q_c, k_c, v_c, i_c, lf_c, state, eps)
+            hs.append(h_c)
+        return torch.cat(hs, dim=2), state
+
+    h, state = _without_nonfinite(chunkwise, *(t.to(work) for t in (q, k, v, i)), F.logsigmoid(f.to(work)),
+                                  _state(initial_state, q, v, work))
+    h = h.to(q.dtype)
     return (h, state) if return_final_state else h
+
+
+def _without_nonfinite(run, q, k, v, i, log_f, state):
+    """`run(q, k, v, i, log_f, state) -> (h, state)` (a parallel form) on inputs whose non-finite entries are zeroed,
+    then NaN wherever the recurrence (`mlstm_ref`) carries them: a bad q at its own step, a bad k, v (per value
+    column), input gate (NaN or +inf; -inf means "no input" and is kept) or forget gate from its step on, a bad
+    initial state at every step. The quadratic forms would otherwise multiply a future NaN by a zero weight and
+    send it back in time (see `_nonfinite`). S = 0 gives an empty h and the initial state. (A forget-gate
+    pre-activation of -inf, "forget everything", still gives NaN: the parallel form differences cumulative
+    log-gates.)"""
+    if q.shape[2] == 0:
+        return v.new_empty(v.shape), state
+    C0, n0, m0 = state
+    bad_q, bad_k, bad_v = nf.bad(q).any(-1), nf.bad(k), nf.bad(v)
+    bad_gate = torch.isnan(i) | (i == float("inf")) | torch.isnan(log_f)
+    # An infinite n only shrinks h towards 0 (the recurrence's own result) and -inf in m is an empty memory: kept.
+    bad_C0, bad_n0, bad_m0 = nf.bad(C0), torch.isnan(n0), torch.isnan(m0) | (m0 == float("inf"))
+    i = torch.where(bad_gate, 0.0, i)
+    log_f = torch.where(torch.isnan(log_f), 0.0, log_f)
+    q, k, v = nf.clean(q, nf.bad(q)), nf.clean(k, bad_k), nf.clean(v, bad_v)
+    state = (nf.clean(C0, bad_C0), nf.clean(n0, bad_n0), torch.where(bad_m0, 0.0, m0))
+    h, (C, n, m) = run(q, k, v, i, log_f, state)
+
+    def from_step_on(mask):  # along S (axis 2)
+        return mask.to(torch.int32).cumsum(2, dtype=torch.int32) > 0
+
+    everything = bad_n0.any(-1) | bad_m0                                          # (B, NH)
+    per_step = bad_q | from_step_on(bad_k.any(-1) | bad_gate) | everything[..., None]
+    mask_h = per_step[..., None] | from_step_on(bad_v) | bad_C0.any(-2)[:, :, None, :]
+    all_state = bad_gate.any(-1) | bad_m0
+    k_rows, v_cols = bad_k.any(2), bad_v.any(2)                                   # (B, NH, DH), (B, NH, DV)
+    mask_C = k_rows[..., None] | v_cols[..., None, :] | bad_C0 | all_state[..., None, None]
+    mask_n = k_rows | bad_n0 | all_state[..., None]
+    return nf.poison(h, mask_h), (nf.poison(C, mask_C), nf.poison(n, mask_n), nf.poison(m, all_state))
 
 
 # ---------------------------------------------------------------------------------------------- sLSTM
@@ -197,8 +235,12 @@ def slstm(wx: Tensor, R: Tensor, b: Tensor, initial_state: Optional[State] = Non
           return_final_state: bool = False):
     """sLSTM over a sequence, wx (B, S, 4, NH, DH) -> y (B, S, NH, DH) [, final state]. Sequential by nature."""
     check_tensor("wx", wx, (None, None, 4, None, None))
-    if wx.shape[1] == 0:
-        raise ValueError(f"wx must hold at least one step, got shape {tuple(wx.shape)}")
+    if wx.shape[1] == 0:  # S = 0: an empty y and the initial (or zero) state
+        step_shape = wx.sum(1)  # (B, 4, NH, DH) zeros: the shape of one step
+        _check_slstm(step_shape, R, b, initial_state)
+        state = _state_s(initial_state, step_shape, _work_dtype(wx))
+        y = wx.new_empty(wx.shape[0], 0, wx.shape[3], wx.shape[4])
+        return (y, state) if return_final_state else y
     state = initial_state
     ys = []
     for wx_t in wx.unbind(1):

@@ -111,8 +111,9 @@ SSM_INLINE float log_ge1(float x) {
 
 // softplus (torch.nn.functional.softplus: beta 1, threshold 20) and its derivative, vectorisable for float.
 // log1p(w) is computed as log(1+w) * w / ((1+w) - 1), which cancels the rounding of 1+w (Goldberg).
+// The clamps are written `x > 20 ? 20 : x` so that a NaN x (all comparisons false) passes through as NaN.
 SSM_INLINE float softplus(float x) {
-  const float w = exp_vec(x < 20.0f ? x : 20.0f);
+  const float w = exp_vec(x > 20.0f ? 20.0f : x);
   const float v = 1.0f + w;
   const float l1p = v == 1.0f ? w : log_ge1(v) * (w / (v - 1.0f));
   return x > 20.0f ? x : l1p;  // NaN: w is NaN, so l1p is NaN
@@ -121,7 +122,7 @@ SSM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp
 
 template <typename T>
 SSM_INLINE T softplus_grad(T x) {  // torch: x > threshold ? 1 : exp(x) / (exp(x) + 1)
-  const T e = exp_vec(x < T(20) ? x : T(20));
+  const T e = exp_vec(x > T(20) ? T(20) : x);
   return x > T(20) ? T(1) : e / (e + T(1));
 }
 
@@ -203,7 +204,7 @@ SSM_INLINE void chunk_dt(const T* SSM_RESTRICT delta, T bias, bool use_softplus,
 template <typename T>
 void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states, int64_t row_begin,
                   int64_t row_end) {
-  const int64_t N = s.nstate, L = s.len, K = kChunk;
+  const int64_t N = s.nstate, L = s.len, K = kChunk, nreal = s.nreal;
   std::vector<T> hbuf(N), raw_v(K), dt_v(K), y_v(K);
   T* SSM_RESTRICT h = hbuf.data();
   T* SSM_RESTRICT rawb = raw_v.data();
@@ -245,7 +246,8 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
             const int64_t n = n0 + j;
             const T hn = exp_vec(dt * A[n]) * h[n] + dtu * Bt[n];
             h[n] = hn;
-            part[j] += Ct[n] * hn;
+            // Padded lanes add nothing: 0 * h would be NaN once a non-finite dt or u reached their h.
+            part[j] += n < nreal ? Ct[n] * hn : T(0);
           }
         }
         yb[i] = tree_sum(part);
@@ -284,7 +286,7 @@ struct Grads {
 template <typename T>
 void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Grads<T>& gr, int64_t task_begin,
                     int64_t task_end) {
-  const int64_t N = s.nstate, L = s.len, K = kChunk;
+  const int64_t N = s.nstate, L = s.len, K = kChunk, nreal = s.nreal;
   const int64_t seg = s.dim / gr.nseg;
   std::vector<T> hbuf_v((K + 1) * N), abuf_v(K * N), g_v(N), dA_v(N), dBi_v(N), dCi_v(N);
   std::vector<T> raw_v(K), dt_v(K), y_v(K), dy_v(K), ddt_v(K), duB_v(K);
@@ -353,7 +355,7 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
               a[n] = an;
               const T hv = an * hp[n] + dtu * Bt[n];
               hn[n] = hv;
-              part[j] += Ct[n] * hv;
+              part[j] += n < nreal ? Ct[n] * hv : T(0);
             }
           }
           yb[i] = tree_sum(part);
@@ -392,9 +394,9 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
               const int64_t n = n0 + j;
               const T gn = g[n] + dy * Ct[n];
               const T ha = hp[n] * a[n];
-              pddt[j] += gn * (ha * A[n] + Bt[n] * ut);
+              pddt[j] += n < nreal ? gn * (ha * A[n] + Bt[n] * ut) : T(0);
               dA[n] += gn * ha * dt;
-              pduB[j] += gn * Bt[n];
+              pduB[j] += n < nreal ? gn * Bt[n] : T(0);
               dBt[n] += gn * dtu;
               dCt[n] += dy * hc[n];
               g[n] = gn * a[n];

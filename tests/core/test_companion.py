@@ -97,7 +97,7 @@ def test_companion_bad_input():
     a, b, c = _abc(4)
     with pytest.raises(ValueError, match=r"c must have shape \(H, d\)"):
         companion_kernel(a, b, c[:, :3], 10)
-    with pytest.raises(ValueError, match="L must be a positive int"):
-        companion_kernel_ref(a, b, c, 0)
+    with pytest.raises(ValueError, match="L must be a non-negative int"):  # L = 0 is an empty kernel (issue 17)
+        companion_kernel_ref(a, b, c, -1)
     with pytest.raises(ValueError, match="horizon must be a positive int"):
         ClosedLoopCompanionSSM(2, kernel_dim=3).forecast(torch.randn(1, 5, 2), 0)

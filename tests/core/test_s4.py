@@ -137,5 +137,5 @@ def test_s4_bad_input():
     dt, Lam, P, B, C = _random_dplr()
     with pytest.raises(ValueError, match=r"C must have shape \(H, N\)"):
         dplr_kernel(dt, Lam, P, B, C[:, :2], 10)
-    with pytest.raises(ValueError, match="L must be a positive int"):
-        s4d_kernel(dt, Lam, B, C, 0)
+    with pytest.raises(ValueError, match="L must be a non-negative int"):  # L = 0 is an empty kernel (issue 17)
+        s4d_kernel(dt, Lam, B, C, -1)

@@ -164,8 +164,8 @@ def test_ssd_bad_input_raises_naming_the_argument():
         ssd(**inp, dt_softplus=True, dt_limit=(-1.0, 1.0))
     with pytest.raises(ValueError, match="initial_states"):
         ssd(**inp, dt_softplus=True, initial_states=torch.zeros(1, 4, 2, 5, dtype=F64))
-    with pytest.raises(ValueError, match="at least one time step"):
-        ssd(**{k: v[:, :0] if v is not None and v.dim() > 1 and k != "D" else v for k, v in inp.items()})
+    empty = ssd(**{k: v[:, :0] if v is not None and v.dim() > 1 and k != "D" else v for k, v in inp.items()})
+    assert empty.shape == (1, 0, 4, 2)  # L = 0 is not an error: an empty output (issue 17)
     with pytest.raises(ValueError, match="chunk_size"):
         ssd(**inp, dt_softplus=True, chunk_size=0)
     with pytest.raises(kernels.BackendUnavailable, match="CUDA"):
