@@ -53,11 +53,15 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, use
 
 
 def example_input(model: nn.Module, batch: int = 2, img_size: Optional[int] = None) -> torch.Tensor:
-    """A seeded random batch of the model's input size (`pretrained_cfg["input_size"]`, or `img_size`)."""
+    """A seeded random batch of the model's input size: `img_size`, else the size a patch embedding was built for
+    (`patch_embed.img_size`, as Vim and timm's ViTs keep it), else `pretrained_cfg["input_size"]`."""
     c, h, w = model.pretrained_cfg["input_size"]
     c = _first_conv_channels(model) or c
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if img_size is not None:
         h = w = img_size
+    elif built is not None:
+        h, w = built
     return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
 
 

@@ -209,11 +209,17 @@ def load_rgb(path: str):
 class ImageFolderDataModule(ResumableDataModule):
     """`root/train/<class>/*` and `root/val/<class>/*` image trees (torchvision ImageFolder) with timm's
     `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test).
-    Training batches come from a resumable, rank-sharded sampler (`ssmkit.data`)."""
+    Training batches come from a resumable, rank-sharded sampler (`ssmkit.data`).
+
+    The training augmentation is timm's ImageNet recipe: random resized crop (`scale`), horizontal flip
+    (`hflip`), `auto_augment` (e.g. RandAugment "rand-m9-mstd0.5-inc1", which replaces colour jitter),
+    `color_jitter`, and random erasing (`re_prob`, `re_mode`), resized with `interpolation`."""
 
     def __init__(self, root: str, img_size: int = 224, batch_size: int = 64, num_workers: int = 4,
                  auto_augment: Optional[str] = None, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875, seed: int = 0):
+                 std: Sequence[float] = (0.229, 0.224, 0.225), crop_pct: float = 0.875, seed: int = 0,
+                 color_jitter: float = 0.4, re_prob: float = 0.0, re_mode: str = "pixel", hflip: float = 0.5,
+                 scale: Sequence[float] = (0.08, 1.0), interpolation: str = "bilinear"):
         super().__init__()
         self.save_hyperparameters()
         self.root, self.batch_size = pathlib.Path(root), batch_size
@@ -230,9 +236,10 @@ class ImageFolderDataModule(ResumableDataModule):
             if not (self.root / split).is_dir():
                 raise FileNotFoundError(f"{self.root / split}: missing; expected root/train/<class>/ and "
                                         f"root/val/<class>/ image folders")
-        common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std))
-        train = ImageFolder(str(self.root / "train"), create_transform(is_training=True, auto_augment=h.auto_augment,
-                                                                         **common), loader=load_rgb)
+        common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std), interpolation=h.interpolation)
+        augment = create_transform(is_training=True, auto_augment=h.auto_augment, color_jitter=h.color_jitter,
+                                   re_prob=h.re_prob, re_mode=h.re_mode, hflip=h.hflip, scale=tuple(h.scale), **common)
+        train = ImageFolder(str(self.root / "train"), augment, loader=load_rgb)
         val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common),
                           loader=load_rgb)
         if train.classes != val.classes:
