@@ -22,6 +22,7 @@ def genome_main(argv: List[str]) -> int:
     build.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction per contig (before test)")
     build.add_argument("--test-fraction", type=float, default=0.1, help="test fraction per contig (at the end)")
     build.add_argument("--shard", type=int, default=1 << 24, help="shard length for long contigs (0: no shards)")
+    build.add_argument("--prefix-names", action="store_true", help="name contigs <file>:<record> (several genomes)")
     info = sub.add_parser("info", help="print what a genome store holds")
     info.add_argument("store")
     args = parser.parse_args(argv)
@@ -29,7 +30,7 @@ def genome_main(argv: List[str]) -> int:
     try:
         if args.command == "build":
             store = build_genome_store(args.inputs, args.out, args.val_fraction, args.test_fraction,
-                                       shard=args.shard or None, progress=True)
+                                       shard=args.shard or None, progress=True, prefix_names=args.prefix_names)
             print(store.info())
         else:
             print(GenomeStore(args.store).info())

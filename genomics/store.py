@@ -17,7 +17,8 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
-from .io import compression, iter_records, sha256
+from .errors import GenomeDataError
+from .io import FASTA_SUFFIXES, GENBANK_SUFFIXES, compression, iter_records, sha256
 from .tokenizer import BASES, DNATokenizer, SOFT_MASK_BIT, SPECIALS
 
 FORMAT = "ssmkit-genome/1"
@@ -37,10 +38,12 @@ def split_intervals(length: int, val_fraction: float, test_fraction: float) -> D
 
 def build_genome_store(paths: Iterable, out, val_fraction: float = 0.1, test_fraction: float = 0.1,
                        chunk: int = CHUNK, shard: Optional[int] = SHARD, progress: bool = False,
-                       zstd_level: int = 3) -> "GenomeStore":
+                       zstd_level: int = 3, prefix_names: bool = False) -> "GenomeStore":
     """Read FASTA/GenBank files (plain, gzip, BGZF), tokenize and write a zarr v3 store at `out`.
 
-    Contigs longer than `shard` are written sharded (shard a multiple of chunk; None: never). Returns the store.
+    Contigs longer than `shard` are written sharded (shard a multiple of chunk; None: never). With
+    `prefix_names`, contigs are named `<file name without suffixes>:<record>` (several genomes in one store);
+    otherwise a name seen twice raises GenomeDataError. Returns the store.
     """
     import zarr
     from zarr.codecs import ZstdCodec
@@ -58,9 +61,13 @@ def build_genome_store(paths: Iterable, out, val_fraction: float = 0.1, test_fra
         for path in paths:
             task = bar.add_task(f"{path.name}", total=None) if progress else None
             sources.append({"path": str(path.resolve()), "sha256": sha256(path), "compression": compression(path)})
+            n_file = 0
             for name, text in iter_records(path):
+                if prefix_names:
+                    name = f"{_stem(path)}:{name}"
                 if name in seen:
-                    raise ValueError(f"{path}: contig name {name!r} occurs twice in the inputs")
+                    raise GenomeDataError(f"{path}: contig name {name!r} occurs twice in the inputs "
+                                          "(prefix_names / --prefix-names qualifies names by file)")
                 seen.add(name)
                 enc = tok.encode(text, where=f"{path}, record {name!r}")
                 i = len(contigs)
@@ -78,11 +85,21 @@ def build_genome_store(paths: Iterable, out, val_fraction: float = 0.1, test_fra
                                 "gc": float(np.isin(enc.ids, (8, 9)).mean())})
                 splits[name] = split_intervals(n, val_fraction, test_fraction)
                 if progress:
-                    bar.update(task, advance=n, description=f"{path.name}: {len(contigs)} contigs")
+                    n_file += 1
+                    bar.update(task, advance=n, description=f"{path.name}: {n_file} contigs")
     root.attrs.update({"format": FORMAT, "vocab": list(SPECIALS) + list(BASES), "contigs": contigs,
                        "sources": sources, "splits": splits, "val_fraction": val_fraction,
                        "test_fraction": test_fraction})
     return GenomeStore(out)
+
+
+def _stem(path: pathlib.Path) -> str:
+    """File name without compression and sequence-format suffixes: A.thaliana.fa.gz -> A.thaliana."""
+    name = path.name
+    for suffix in (".gz", ".bgz", ".bgzf") + FASTA_SUFFIXES + GENBANK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
 
 
 def _progress(enabled: bool):

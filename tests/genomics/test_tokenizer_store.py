@@ -164,3 +164,9 @@ def test_genomics_cli_build_and_info(tmp_path, capsys):
     bad.write_text("junk\n>c\nAC\n")
     assert genome_main(["build", str(bad), "--out", str(tmp_path / "b.zarr")]) == 1
     assert "FastaFormatError" in capsys.readouterr().err
+    # the same contig name in two genomes: a named error, or qualified names on request
+    other = write_fasta(tmp_path / "other.fa", {"chrA": "ACGT" * 10})
+    assert genome_main(["build", str(path), str(other), "--out", str(tmp_path / "c.zarr")]) == 1
+    assert "occurs twice" in capsys.readouterr().err
+    assert genome_main(["build", str(path), str(other), "--out", str(tmp_path / "c.zarr"), "--prefix-names"]) == 0
+    assert GenomeStore(tmp_path / "c.zarr").sequence("other:chrA") == "ACGT" * 10
