@@ -1,7 +1,16 @@
-"""The one place where core ops reach `ssmkit.kernels`: picks an implementation per op and device."""
+"""The one place where core ops reach `ssmkit.kernels`: which backend takes which call, and the choice for one call.
+
+The backend contract: `SUPPORTS[backend][op]` declares what a backend's implementation of an op handles: the
+dtypes of its main input, the optional arguments it takes (any other must be left at None / False), whether a
+gradient flows through the final state it returns, and any further constraint (`check`). Each op describes its call
+(`Call`) and `select` checks it against the declarations: backend="auto" skips a backend that cannot take the call,
+so "auto" never changes a result or drops a gradient; an explicitly requested backend that cannot take it raises
+`kernels.BackendUnavailable` naming the argument. Ops call the chosen implementation with keyword arguments.
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, Optional, Sequence
 
 import torch
 
@@ -10,19 +19,92 @@ from ssmkit import kernels
 # Order in which backend="auto" tries accelerated backends, per device type; the PyTorch path comes last.
 AUTO_ORDER: Dict[str, Sequence[str]] = {"cuda": ("mamba_ssm", "triton"), "cpu": ("cpp",)}
 
+ALL_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+NO_FP64 = ALL_FLOATS - {torch.float64}
 
-def select(op: str, backend: str, device: torch.device, torch_impl: Callable, skip: Sequence[str] = ()) -> Callable:
+
+@dataclass(frozen=True)
+class Supports:
+    """What one backend's implementation of one op takes."""
+    args: FrozenSet[str]                                  # optional arguments it takes when given
+    dtypes: FrozenSet[torch.dtype] = ALL_FLOATS           # dtypes of the main input
+    grad_final_state: bool = True                         # backpropagates through a returned final state
+    check: Optional[Callable[[dict], Optional[str]]] = None  # further constraint: the reason it fails, or None
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one call of an op needs: the main input's dtype, the optional arguments given (not None / False),
+    whether a gradient must flow through the final state it returns, and its keyword arguments (for `check`)."""
+    dtype: torch.dtype
+    args: FrozenSet[str] = frozenset()
+    grad_final_state: bool = False
+    kwargs: dict = field(default_factory=dict)
+
+
+def describe(dtype: torch.dtype, kwargs: dict, optional: Sequence[str], final_state: Optional[str] = None,
+             grad_inputs: Sequence[Optional[torch.Tensor]] = ()) -> Call:
+    """The `Call` of an op called with `kwargs`: `optional` lists its optional arguments; a gradient through the
+    final state is needed when `final_state` (the flag asking for it) is set and a tensor of `grad_inputs` requires
+    grad with autograd on."""
+    given = frozenset(name for name in optional if kwargs.get(name) is not None and kwargs.get(name) is not False)
+    grad = bool(final_state and kwargs.get(final_state) and torch.is_grad_enabled()
+                and any(t is not None and t.requires_grad for t in grad_inputs))
+    return Call(dtype, given, grad, kwargs)
+
+
+def _power_of_two_chunks(kwargs: dict) -> Optional[str]:
+    c = kwargs.get("chunk_size")
+    return None if isinstance(c, int) and c > 0 and c & (c - 1) == 0 else f"chunk_size must be a power of two, got {c}"
+
+
+_SCAN = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state"})
+_SSD = frozenset({"D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx", "return_final_states"})
+SUPPORTS: Dict[str, Dict[str, Supports]] = {
+    "cpp": {"selective_scan": Supports(_SCAN)},
+    "triton": {"selective_scan": Supports(_SCAN), "ssd": Supports(_SSD)},
+    "mamba_ssm": {
+        # selective_scan_fn: no initial state, its last state carries no gradient, CUDA kernels for fp32/fp16/bf16
+        "selective_scan": Supports(_SCAN - {"initial_state"}, NO_FP64, grad_final_state=False),
+        "causal_conv1d": Supports(frozenset({"bias", "activation"}), NO_FP64),
+        "ssd": Supports(_SSD, NO_FP64, check=_power_of_two_chunks),
+    },
+}
+
+
+def unsupported(backend: str, op: str, call: Call) -> Optional[str]:
+    """Why `backend` cannot take `call` of `op` (naming the argument), or None when it can."""
+    s = SUPPORTS.get(backend, {}).get(op)
+    if s is None:
+        return f"backend {backend!r} declares no {op}"
+    if call.dtype not in s.dtypes:
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in s.dtypes))
+        return f"backend {backend!r} {op} does not take dtype {call.dtype} (it takes {names})"
+    missing = sorted(call.args - s.args)
+    if missing:
+        return f"backend {backend!r} {op} does not take {missing[0]}"
+    if call.grad_final_state and not s.grad_final_state:
+        return (f"backend {backend!r} {op} passes no gradient through the final state it returns "
+                f"(asked for with inputs that require grad)")
+    if s.check is not None:
+        reason = s.check(call.kwargs)
+        if reason is not None:
+            return f"backend {backend!r} {op}: {reason}"
+    return None
+
+
+def select(op: str, backend: str, device: torch.device, torch_impl: Callable, call: Optional[Call] = None) -> Callable:
     """Return the implementation of `op` for `backend` ("auto", "torch" or a kernels backend name).
 
-    An explicitly requested backend that cannot run raises `kernels.BackendUnavailable` with the reason;
-    "auto" silently moves on to the next backend and ends at `torch_impl`; it never tries those in `skip`
-    (backends that cannot take this call's arguments).
+    With `call`, backends are checked against their declarations (`SUPPORTS`): "auto" moves on past a backend that
+    cannot take it, or that cannot run here, and ends at `torch_impl`; an explicitly requested backend that cannot
+    run here, or cannot take the call, raises `kernels.BackendUnavailable` with the reason.
     """
     if backend == "torch":
         return torch_impl
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ()):
-            if name not in skip and kernels.auto_enabled(name):
+            if kernels.auto_enabled(name) and (call is None or unsupported(name, op, call) is None):
                 try:
                     return kernels.load(name, op, device)
                 except kernels.BackendUnavailable:
@@ -30,4 +112,8 @@ def select(op: str, backend: str, device: torch.device, torch_impl: Callable, sk
         return torch_impl
     if backend not in kernels.BACKENDS:
         raise ValueError(f"backend must be 'auto', 'torch' or one of {list(kernels.BACKENDS)}, got {backend!r}")
-    return kernels.load(backend, op, device)
+    impl = kernels.load(backend, op, device)  # first: a backend that cannot run here says so
+    reason = None if call is None else unsupported(backend, op, call)
+    if reason is not None:
+        raise kernels.BackendUnavailable(reason)
+    return impl

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_tensor
-from ._dispatch import select
+from ._dispatch import describe, select
 
 _ACTIVATIONS = (None, "silu", "swish")
 
@@ -39,7 +39,10 @@ def _conv_torch(x, weight, bias, activation, initial_state, return_final_state):
         xp = F.pad(x, (W - 1, 0))
     else:
         xp = torch.cat([initial_state.to(x.dtype), x], dim=-1)
-    y = _activate(F.conv1d(xp, weight.unsqueeze(1), bias, groups=x.shape[1]), activation)
+    if x.shape[-1] == 0:  # conv1d rejects inputs shorter than the kernel: no outputs to compute
+        y = x.new_zeros(x.shape)
+    else:
+        y = _activate(F.conv1d(xp, weight.unsqueeze(1), bias, groups=x.shape[1]), activation)
     return (y, xp[:, :, xp.shape[-1] - (W - 1):]) if return_final_state else y
 
 
@@ -60,9 +63,14 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
                   return_final_state: bool = False, backend: str = "auto"):
     """Causal depthwise conv1d; with `return_final_state` also returns the last W - 1 inputs (batch, dim, W - 1)."""
     device = _validate(x, weight, bias, activation, initial_state)
-    stateful = initial_state is not None or return_final_state
-    impl = select("causal_conv1d", backend, device, _conv_torch, skip=("mamba_ssm",) if stateful else ())
-    return impl(x, weight, bias, activation, initial_state, return_final_state)
+    kwargs = dict(x=x, weight=weight, bias=bias, activation=activation, initial_state=initial_state,
+                  return_final_state=return_final_state)
+    call = describe(x.dtype, kwargs, ("bias", "activation", "initial_state", "return_final_state"),
+                    "return_final_state", (x, weight, bias, initial_state))
+    impl = select("causal_conv1d", backend, device, _conv_torch, call)
+    if x.shape[-1] == 0:  # L = 0: an empty y and the initial state, the same from every backend
+        impl = _conv_torch
+    return impl(**kwargs)
 
 
 def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,

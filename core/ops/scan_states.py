@@ -13,7 +13,8 @@ from typing import Optional
 import torch
 
 from ._checks import check_tensor
-from .selective_scan import _compute_dtype, _per_channel, _prepare_delta, selective_scan
+from ..dtypes import state_dtype
+from .selective_scan import per_channel, prepare_delta, selective_scan
 
 
 def _validate(u, delta, A, B, delta_bias, initial_state):
@@ -37,10 +38,10 @@ def _validate(u, delta, A, B, delta_bias, initial_state):
 def selective_scan_states_ref(u, delta, A, B, delta_bias=None, delta_softplus=False, initial_state=None):
     """The definition: a sequential loop over time (unbound once), fp64-capable; returns (batch, dim, L, N)."""
     _validate(u, delta, A, B, delta_bias, initial_state)
-    dtype = _compute_dtype(u)
+    dtype = state_dtype(u)
     batch, dim, L = u.shape
-    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    Bc = _per_channel(B, dim).to(dtype)
+    delta = prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    Bc = per_channel(B, dim).to(dtype)
     dA = torch.exp(delta.unsqueeze(-1) * A.to(dtype).unsqueeze(1))             # (batch, dim, L, N)
     dBu = (delta * u.to(dtype)).unsqueeze(-1) * (Bc.unsqueeze(1) if Bc.dim() == 2 else Bc.transpose(-1, -2))
     h = (torch.zeros(batch, dim, A.shape[1], dtype=dtype, device=u.device) if initial_state is None
@@ -49,7 +50,7 @@ def selective_scan_states_ref(u, delta, A, B, delta_bias=None, delta_softplus=Fa
     for dA_t, dBu_t in zip(dA.unbind(2), dBu.unbind(2)):
         h = dA_t * h + dBu_t
         hs.append(h)
-    return torch.stack(hs, dim=2)
+    return torch.stack(hs, dim=2) if hs else h.new_zeros(batch, dim, 0, A.shape[1])  # L = 0: no states
 
 
 def selective_scan_states(u, delta, A, B, delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
@@ -57,7 +58,7 @@ def selective_scan_states(u, delta, A, B, delta_bias: Optional[torch.Tensor] = N
     """All hidden states h (batch, dim, L, N) of the selective scan (fp32, fp64 for fp64 inputs)."""
     s = _validate(u, delta, A, B, delta_bias, initial_state)
     batch, dim, L, N = s["batch"], s["dim"], s["L"], s["N"]
-    dtype = _compute_dtype(u)
+    dtype = state_dtype(u)
     # Channel n * dim + d carries state n of channel d.
     if B.dim() == 2:
         Bn = B.t().reshape(N * dim, 1)

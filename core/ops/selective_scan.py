@@ -15,17 +15,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..dtypes import state_dtype
 from ._checks import check_same_device, check_tensor
-from ._dispatch import select
+from ._dispatch import describe, select
 
 CHUNK_SIZE = 64  # time steps per chunk of the fast PyTorch path (bounds its working memory)
 
 
-def _compute_dtype(u: torch.Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
-
-
-def _per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
+def per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
     """B or C as (dim, N) or (batch, dim, N, L): groups repeated to their channels."""
     if M.dim() == 2:
         return M
@@ -34,7 +31,8 @@ def _per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
     return M.repeat_interleave(dim // M.shape[1], dim=1)
 
 
-def _prepare_delta(delta, delta_bias, delta_softplus, dtype):
+def prepare_delta(delta, delta_bias, delta_softplus, dtype):
+    """delta (batch, dim, L) + delta_bias (dim,), softplus, in `dtype`."""
     delta = delta.to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]
@@ -53,21 +51,21 @@ def _finish(y, u, D, z, out_dtype):
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False, initial_state=None):
     """The definition: a sequential loop over time (unbound once), fp64-capable. The oracle for every backend."""
-    dtype = _compute_dtype(u)
+    dtype = state_dtype(u)
     batch, dim, L = u.shape
-    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    A, Bc, Cc = A.to(dtype), _per_channel(B, dim).to(dtype), _per_channel(C, dim).to(dtype)
+    delta = prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    A, Bc, Cc = A.to(dtype), per_channel(B, dim).to(dtype), per_channel(C, dim).to(dtype)
     dA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (batch, dim, L, N)
     du = delta * u.to(dtype)
     dBu = du.unsqueeze(-1) * (Bc.unsqueeze(1) if Bc.dim() == 2 else Bc.transpose(-1, -2))
     C_steps = [Cc] * L if Cc.dim() == 2 else Cc.unbind(-1)
     h = (torch.zeros(batch, dim, A.shape[1], dtype=dtype, device=u.device) if initial_state is None
          else initial_state.to(dtype))
-    ys = []
+    ys = [h.new_empty(batch, dim)] if L == 0 else []  # L = 0: an empty y, the initial state
     for dA_t, dBu_t, C_t in zip(dA.unbind(2), dBu.unbind(2), C_steps):
         h = dA_t * h + dBu_t
         ys.append((h * C_t).sum(-1))
-    y = _finish(torch.stack(ys, dim=-1), u, D, z, u.dtype)
+    y = _finish(torch.stack(ys, dim=-1)[..., :L], u, D, z, u.dtype)
     return (y, h) if return_last_state else y
 
 
@@ -182,13 +180,16 @@ def _chunk_states(a, b, h):
 def _scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                 return_last_state=False, initial_state=None, chunk_size=CHUNK_SIZE):
     """The fast PyTorch path: the chunked autograd Function above plus the elementwise parts."""
-    dtype = _compute_dtype(u)
+    dtype = state_dtype(u)
     batch, dim, L = u.shape
-    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    delta = prepare_delta(delta, delta_bias, delta_softplus, dtype)
     h0 = (torch.zeros(batch, dim, A.shape[1], dtype=dtype, device=u.device) if initial_state is None
           else initial_state.to(dtype))
     B, C = (M.to(dtype) if M.dim() != 3 else M.to(dtype).unsqueeze(1) for M in (B, C))
-    y, h = _ChunkedScan.apply(delta, u.to(dtype), A.to(dtype), B, C, h0, chunk_size)
+    if L == 0:  # nothing to scan: an empty y, the initial state
+        y, h = u.new_zeros(batch, dim, 0, dtype=dtype), h0
+    else:
+        y, h = _ChunkedScan.apply(delta, u.to(dtype), A.to(dtype), B, C, h0, chunk_size)
     y = _finish(y, u, D, z, u.dtype)
     return (y, h) if return_last_state else y
 
@@ -232,11 +233,14 @@ def selective_scan(u, delta, A, B, C, D: Optional[torch.Tensor] = None, z: Optio
     `initial_state` (batch, dim, N) continues a scan: scanning [x1; x2] equals scanning x2 from x1's last state.
     """
     device = _validate(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    if backend == "mamba_ssm" and initial_state is not None:
-        raise ValueError("backend='mamba_ssm' does not take initial_state; use backend='torch' or 'auto'")
-    impl = select("selective_scan", backend, device, _scan_torch,
-                  skip=("mamba_ssm",) if initial_state is not None else ())
-    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+    kwargs = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                  return_last_state=return_last_state, initial_state=initial_state)
+    call = describe(u.dtype, kwargs, ("D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state"),
+                    "return_last_state", (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    impl = select("selective_scan", backend, device, _scan_torch, call)
+    if u.shape[-1] == 0:  # L = 0: an empty y and the initial state, the same from every backend
+        impl = _scan_torch
+    return impl(**kwargs)
 
 
 def _validate_step(state, x, dt, A, B, C, D, z, dt_bias):
@@ -276,9 +280,9 @@ def selective_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tenso
     `selective_scan` with `initial_state`.
     """
     _validate_step(state, x, dt, A, B, C, D, z, dt_bias)
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     dim = x.shape[1]
-    dt = _prepare_delta(dt.unsqueeze(-1), dt_bias, dt_softplus, f)[..., 0]
+    dt = prepare_delta(dt.unsqueeze(-1), dt_bias, dt_softplus, f)[..., 0]
     Bc, Cc = (M.to(f).unsqueeze(1) if M.dim() == 2 else M.to(f).repeat_interleave(dim // M.shape[1], dim=1)
               for M in (B, C))
     h = torch.exp(dt.unsqueeze(-1) * A.to(f)) * state.to(f) + (dt * x.to(f)).unsqueeze(-1) * Bc

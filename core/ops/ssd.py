@@ -18,14 +18,12 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import _nonfinite as nf
+from ..dtypes import state_dtype
 from ._checks import check_same_device, check_tensor
-from ._dispatch import select
+from ._dispatch import describe, select
 
 DEFAULT_DT_LIMIT = (0.0, float("inf"))
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def prepare_dt(dt, dt_bias=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, dtype=torch.float32):
@@ -47,7 +45,7 @@ def _resets(seq_idx: torch.Tensor) -> torch.Tensor:
     return new
 
 
-def _finish(y, x, D, z, out_dtype):
+def skip_and_gate(y, x, D, z, out_dtype):
     """Skip connection D x and gate silu(z), shared by every implementation."""
     if D is not None:
         Df = D.to(y.dtype)
@@ -61,22 +59,25 @@ def ssd_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, dt_
             initial_states=None, seq_idx=None, return_final_states=False):
     """The definition: the recurrence as a sequential loop over time (unbound once), fp64-capable. The oracle."""
     _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx)
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     batch, L, H, P = x.shape
     dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)
     reps = H // B.shape[2]
     Bh, Ch = (M.to(f).repeat_interleave(reps, dim=2) for M in (B, C))  # (batch, L, H, N)
     decay = torch.exp(dt * A.to(f))
-    if seq_idx is not None:
-        decay = decay.masked_fill(_resets(seq_idx).unsqueeze(-1), 0.0)
+    # A new packed sequence starts from a zero state: a select, so that a NaN state does not leak into it.
+    resets = (_resets(seq_idx) if seq_idx is not None else torch.zeros(batch, L, dtype=torch.bool,
+                                                                       device=x.device))
     h = (torch.zeros(batch, H, P, B.shape[-1], dtype=f, device=x.device) if initial_states is None
          else initial_states.to(f))
     xdt = x.to(f) * dt.unsqueeze(-1)
-    ys = []
-    for xdt_t, a_t, B_t, C_t in zip(xdt.unbind(1), decay.unbind(1), Bh.unbind(1), Ch.unbind(1)):
-        h = a_t[:, :, None, None] * h + xdt_t.unsqueeze(-1) * B_t.unsqueeze(2)
+    ys = [x.new_empty(batch, H, P, dtype=f)] if L == 0 else []  # L = 0: an empty y, the initial state
+    for xdt_t, a_t, B_t, C_t, r_t in zip(xdt.unbind(1), decay.unbind(1), Bh.unbind(1), Ch.unbind(1),
+                                         resets.unbind(1)):
+        h = torch.where(r_t[:, None, None, None], 0.0, a_t[:, :, None, None] * h)
+        h = h + xdt_t.unsqueeze(-1) * B_t.unsqueeze(2)
         ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t))
-    y = _finish(torch.stack(ys, dim=1), x, D, z, x.dtype)
+    y = skip_and_gate(torch.stack(ys, dim=1)[:, :L], x, D, z, x.dtype)
     return (y, h) if return_final_states else y
 
 
@@ -100,19 +101,28 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     Per chunk of Q steps: y = (C B^T * exp(segsum(dt A))) (x dt)  [the diagonal block]  plus the incoming
     state read out through C with decay exp(cumsum(dt A)). Chunk states are passed on by a loop over chunks.
     """
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     batch, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     R = H // G
+    if L == 0:  # nothing to scan: the empty output and the initial state
+        return ssd_ref(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, seq_idx,
+                       return_final_states)
     Q = min(chunk_size, L)
     nc = -(-L // Q)
     pad = nc * Q - L
     dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)
     a = dt * A.to(f)                                                    # (batch, L, H) log-decays, <= 0
-    if seq_idx is not None:
-        a = a.masked_fill(_resets(seq_idx).unsqueeze(-1), float("-inf"))
     xdt = x.to(f) * dt.unsqueeze(-1)
     Bf, Cf = B.to(f), C.to(f)
+    h = (torch.zeros(batch, H, P, N, dtype=f, device=x.device) if initial_states is None
+         else initial_states.to(f))
+    # Non-finite entries are computed as zeros and put back as NaN where the recurrence carries them (_nonfinite).
+    resets = None if seq_idx is None else _resets(seq_idx)
+    bads = nf.bad(xdt), torch.isnan(a), nf.bad(Bf), nf.bad(Cf), nf.bad(h)
+    xdt, a, Bf, Cf, h = (nf.clean(t, m) for t, m in zip((xdt, a, Bf, Cf, h), bads))
+    if resets is not None:
+        a = a.masked_fill(resets.unsqueeze(-1), float("-inf"))
     if pad:  # zero steps: no input, decay 1; they change neither y[:L] nor the final state
         a, xdt = F.pad(a, (0, 0, 0, pad)), F.pad(xdt, (0, 0, 0, 0, 0, pad))
         Bf, Cf = F.pad(Bf, (0, 0, 0, 0, 0, pad)), F.pad(Cf, (0, 0, 0, 0, 0, pad))
@@ -128,8 +138,7 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     to_end = torch.exp(seg[..., -1, :]).permute(0, 1, 4, 2, 3).unsqueeze(-1)   # (batch, nc, Q, G, R, 1)
     states = torch.einsum("bcjgn,bcjgrp->bcgrpn", Bf, xdt * to_end)
     chunk_decay = torch.exp(cs[..., -1])                                # (batch, nc, G, R)
-    h = (torch.zeros(batch, G, R, P, N, dtype=f, device=x.device) if initial_states is None
-         else initial_states.to(f).view(batch, G, R, P, N))
+    h = h.view(batch, G, R, P, N)
     entering = []
     for s_c, d_c in zip(states.unbind(1), chunk_decay.unbind(1)):
         entering.append(h)
@@ -138,9 +147,32 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     from_start = torch.exp(cs).permute(0, 1, 4, 2, 3).unsqueeze(-1)    # (batch, nc, Q, G, R, 1)
     y = y + torch.einsum("bcign,bcgrpn->bcigrp", Cf, entering) * from_start
 
-    y = y.reshape(batch, nc * Q, H, P)[:, :L]
-    y = _finish(y, x, D, z, x.dtype)
-    return (y, h.reshape(batch, H, P, N)) if return_final_states else y
+    y, h = _poison_nonfinite(y.reshape(batch, nc * Q, H, P)[:, :L], h.reshape(batch, H, P, N), bads, resets, R)
+    y = skip_and_gate(y, x, D, z, x.dtype)
+    return (y, h) if return_final_states else y
+
+
+def _poison_nonfinite(y, h, bads, resets, R):
+    """NaN in y (batch, L, H, P) and the final state h (batch, H, P, N) wherever the recurrence carries a non-finite
+    x dt, log-decay, B, C or initial state, within its packed sequence (bads as computed in `_ssd_chunked`)."""
+    bad_xdt, bad_a, bad_B, bad_C, bad_h0 = bads
+    batch, L = y.shape[:2]
+    starts = nf.segment_starts(resets, L, y.device)
+    to_heads = functools.partial(torch.repeat_interleave, repeats=R, dim=2)  # group axis -> head axis
+    per_head = nf.reach(bad_a, starts) | to_heads(nf.reach(bad_B.any(-1), starts) | bad_C.any(-1))
+    mask = nf.reach(bad_xdt, starts) | per_head.unsqueeze(-1)
+    first = nf.in_first_segment(resets)
+    from_h0 = bad_h0.any(-1).unsqueeze(1)                                # (batch, 1, H, P)
+    mask = mask | (from_h0 if first is None else from_h0 & first[:, :, None, None])
+    last = nf.in_last_segment(starts)
+
+    def in_last(m):  # any over the last packed sequence of each row
+        return (m if last is None else m & last.view(batch, L, *(1,) * (m.dim() - 2))).any(1)
+
+    final = (in_last(bad_xdt).unsqueeze(-1) | in_last(bad_a)[..., None, None]
+             | to_heads(in_last(bad_B), dim=1)[:, :, None])
+    final = final | (bad_h0 if resets is None else bad_h0 & ~resets.any(1)[:, None, None, None])
+    return nf.poison(y, mask), nf.poison(h, final)
 
 
 def validate_heads(x, dt, A, B, C, D, dt_bias) -> dict:
@@ -162,8 +194,6 @@ def validate_heads(x, dt, A, B, C, D, dt_bias) -> dict:
 
 def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size=1):
     s = validate_heads(x, dt, A, B, C, D, dt_bias)
-    if s["L"] == 0:
-        raise ValueError(f"x must have at least one time step, got shape {tuple(x.shape)}")
     if z is not None:
         check_tensor("z", z, ("batch", "L", "H", "P"), s)
     if initial_states is not None:
@@ -179,7 +209,7 @@ def _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, 
     lo, hi = dt_limit
     if not 0.0 <= lo <= hi:
         raise ValueError(f"dt_limit must be (low, high) with 0 <= low <= high, got {tuple(dt_limit)}")
-    if (A > 0).any():
+    if A.device.type == "cpu" and (A > 0).any():  # host-side only: on an accelerator it would sync every call
         raise ValueError(f"A must be <= 0 (decay exp(dt A) <= 1), got max {A.max().item():g}")
     return check_same_device(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias,
                              initial_states=initial_states, seq_idx=seq_idx)
@@ -203,20 +233,24 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
     """SSD (see module docstring). Returns y, or (y, final_states) with `return_final_states`.
 
     chunk_size: steps per chunk of the matrix form (any positive int; 32-64 is fastest on CPU, mamba_ssm
-    needs a power of two). backend: "auto", "torch" (chunked PyTorch), "triton" (ssmkit's Triton kernels; CUDA, or
+    needs a power of two). A must be <= 0: checked for CPU tensors; on an accelerator the check would synchronise
+    every call, so there it is the caller's contract (the layers build A = -exp(A_log)). backend: "auto", "torch" (chunked PyTorch), "triton" (ssmkit's Triton kernels; CUDA, or
     CPU under TRITON_INTERPRET=1) or "mamba_ssm" (its Triton kernels, CUDA).
     """
     device = _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size)
     _check_dt_nonnegative(dt, dt_bias, dt_softplus, dt_limit)
-    power_of_two = chunk_size & (chunk_size - 1) == 0
-    if backend == "mamba_ssm" and not power_of_two:
-        raise ValueError(f"backend='mamba_ssm' needs a power-of-two chunk_size, got {chunk_size}")
-    impl = select("ssd", backend, device, _ssd_chunked, skip=() if power_of_two else ("mamba_ssm",))
+    kwargs = dict(x=x, dt=dt, A=A, B=B, C=C, chunk_size=chunk_size, D=D, z=z, dt_bias=dt_bias,
+                  initial_states=initial_states, seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
+                  return_final_states=return_final_states)
+    call = describe(x.dtype, kwargs, ("D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx",
+                                      "return_final_states"),
+                    "return_final_states", (x, dt, A, B, C, D, z, dt_bias, initial_states))
+    impl = select("ssd", backend, device, _ssd_chunked, call)
+    if x.shape[1] == 0:  # L = 0: an empty y and the initial states, the same from every backend
+        impl = _ssd_chunked
     if getattr(impl, "takes_backward_impl", False):  # the Triton SSD differentiates by re-running this chunked form
         impl = functools.partial(impl, backward_impl=_ssd_chunked)
-    return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
-                seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
-                return_final_states=return_final_states)
+    return impl(**kwargs)
 
 
 def _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit):
@@ -261,11 +295,11 @@ def ssd_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: 
     with `initial_states`.
     """
     _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit)
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)                              # (batch, H)
     reps = x.shape[1] // B.shape[1]
     Bh, Ch = (M.to(f).repeat_interleave(reps, dim=1) for M in (B, C))                   # (batch, H, N)
     decay = torch.exp(dt * A.to(f))
     h = decay[..., None, None] * state.to(f) + (dt.unsqueeze(-1) * x.to(f)).unsqueeze(-1) * Bh.unsqueeze(2)
     y = torch.einsum("bhpn,bhn->bhp", h, Ch)
-    return _finish(y, x, D, z, x.dtype), h
+    return skip_and_gate(y, x, D, z, x.dtype), h

@@ -14,14 +14,15 @@ from typing import Optional
 import torch
 
 from ._checks import check_same_device
-from ._dispatch import select
-from .ssd import _compute_dtype, _finish, prepare_dt, validate_heads
+from ._dispatch import describe, select
+from ..dtypes import state_dtype
+from .ssd import prepare_dt, skip_and_gate, validate_heads
 
 
 def ssd_noncausal_ref(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
     """The definition: accumulate the global state over time, then read it out at each step (fp64-capable)."""
     _validate(x, dt, A, B, C, D, dt_bias)
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     batch, L, H, P = x.shape
     reps = H // B.shape[2]
     w = prepare_dt(dt, dt_bias, dt_softplus, dtype=f) * A.to(f)
@@ -29,19 +30,20 @@ def ssd_noncausal_ref(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
     S = torch.zeros(batch, H, B.shape[-1], P, dtype=f, device=x.device)
     for x_t, w_t, B_t in zip(x.to(f).unbind(1), w.unbind(1), Bh.unbind(1)):
         S = S + B_t.unsqueeze(-1) * (w_t.unsqueeze(-1) * x_t).unsqueeze(-2)
-    y = torch.stack([torch.einsum("bhn,bhnp->bhp", C_t, S) for C_t in Ch.unbind(1)], dim=1)
-    return _finish(y, x, D, None, x.dtype)
+    ys = [torch.einsum("bhn,bhnp->bhp", C_t, S) for C_t in Ch.unbind(1)]
+    y = torch.stack(ys, dim=1) if ys else S.new_zeros(batch, 0, H, P)  # L = 0: an empty y
+    return skip_and_gate(y, x, D, None, x.dtype)
 
 
 def _noncausal_torch(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
-    f = _compute_dtype(x)
+    f = state_dtype(x)
     batch, L, H, P = x.shape
     G = B.shape[2]
     w = prepare_dt(dt, dt_bias, dt_softplus, dtype=f) * A.to(f)
     v = (x.to(f) * w.unsqueeze(-1)).view(batch, L, G, H // G, P)
     S = torch.einsum("blgn,blgrp->bgrnp", B.to(f), v)
     y = torch.einsum("blgn,bgrnp->blgrp", C.to(f), S).reshape(batch, L, H, P)
-    return _finish(y, x, D, None, x.dtype)
+    return skip_and_gate(y, x, D, None, x.dtype)
 
 
 def _validate(x, dt, A, B, C, D, dt_bias):
@@ -54,5 +56,7 @@ def ssd_noncausal(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
                   dt_softplus: bool = False, backend: str = "auto") -> torch.Tensor:
     """Non-causal SSD (see module docstring): y (batch, L, H, P). backend: "auto" or "torch"."""
     device = _validate(x, dt, A, B, C, D, dt_bias)
-    impl = select("ssd_noncausal", backend, device, _noncausal_torch)
-    return impl(x, dt, A, B, C, D, dt_bias, dt_softplus)
+    kwargs = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)
+    impl = select("ssd_noncausal", backend, device, _noncausal_torch,
+                  describe(x.dtype, kwargs, ("D", "dt_bias", "dt_softplus")))
+    return impl(**kwargs)

@@ -9,7 +9,7 @@ import torch
 
 from ssmkit import kernels
 from ssmkit.core.ops import causal_conv1d_ref, selective_scan_ref
-from ssmkit.core.ops._dispatch import select
+from ssmkit.core.ops._dispatch import Call, select
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -46,7 +46,8 @@ def test_auto_order_and_fallback(monkeypatch):
     assert select("causal_conv1d", "auto", CPU, torch_impl)() == "cpp"
     calls = fake_loader(monkeypatch, ok=("triton", "mamba_ssm"))
     assert select("selective_scan", "auto", CUDA, torch_impl)() == "mamba_ssm"
-    assert select("selective_scan", "auto", CUDA, torch_impl, skip=("mamba_ssm",))() == "triton"
+    with_state = Call(torch.float32, frozenset({"initial_state"}))  # mamba_ssm declares no initial_state
+    assert select("selective_scan", "auto", CUDA, torch_impl, with_state)() == "triton"
     assert select("selective_scan", "auto", torch.device("meta"), torch_impl) is torch_impl
 
 
@@ -128,3 +129,90 @@ def test_mamba_ssm_adapters_pass_arguments_in_order(monkeypatch):
     assert torch.equal(conv(u, w, D, "silu", None, False), causal_conv1d_ref(u, w, D, "silu"))
     with pytest.raises(ValueError, match="initial_state"):
         conv(u, w, D, "silu", None, True)
+
+
+# A fake backend that declares what it cannot take, and would get those calls wrong: it ignores initial_state,
+# computes in fp32 and returns a final state with no gradient. `auto` must never pick it for such calls.
+def _fake_backend(monkeypatch):
+    from ssmkit.core.ops import _dispatch, selective_scan
+
+    used = []
+
+    def fake_scan(*, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state):
+        used.append(True)  # keyword-only: the op must call backends with keyword arguments
+        y, h = selective_scan(u.float(), delta.float(), A.float(), B.float(), C.float(), D, z, delta_bias,
+                              delta_softplus, True, None, backend="torch")
+        y = y.to(u.dtype)
+        return (y, h.detach()) if return_last_state else y
+
+    loader = kernels.load
+    monkeypatch.setattr(kernels, "BACKENDS", kernels.BACKENDS + ("fake",))
+    monkeypatch.setattr(kernels, "load", lambda b, op, dev: fake_scan if b == "fake" else loader(b, op, dev))
+    monkeypatch.setitem(_dispatch.AUTO_ORDER, "cpu", ("fake",))
+    scan_args = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state"})
+    monkeypatch.setitem(_dispatch.SUPPORTS, "fake", {"selective_scan": _dispatch.Supports(
+        scan_args, frozenset({torch.float32, torch.bfloat16}), grad_final_state=False)})
+    return used, fake_scan
+
+
+def _scan_inputs(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    return dict(u=r(2, 4, 9), delta=r(2, 4, 9), A=-r(4, 3).abs(), B=r(2, 3, 9), C=r(2, 3, 9), D=r(4), z=r(2, 4, 9),
+                delta_bias=r(4), delta_softplus=True), r(2, 4, 3)
+
+
+def test_auto_skips_a_backend_that_cannot_take_the_call(monkeypatch):
+    from ssmkit.core.ops import selective_scan
+
+    used, fake = _fake_backend(monkeypatch)
+    args, h0 = _scan_inputs()
+    assert torch.equal(selective_scan(**args), selective_scan(**args, backend="torch")) and used == [True]
+    # initial_state: the fake would ignore it (its answer differs), so auto takes the torch path
+    used.clear()
+    wrong = fake(**args, return_last_state=False, initial_state=h0)
+    want = selective_scan(**args, initial_state=h0, backend="torch")
+    assert not torch.allclose(wrong, want)
+    assert torch.equal(selective_scan(**args, initial_state=h0), want) and used == [True]  # only the direct call
+    # fp64: the fake computes in fp32; auto keeps fp64 exact
+    used.clear()
+    args64, _ = _scan_inputs(torch.float64)
+    assert torch.equal(selective_scan(**args64), selective_scan(**args64, backend="torch")) and used == []
+    # a gradient through the final state: the fake drops it; auto keeps it
+    A = args.pop("A").requires_grad_()
+    _, h_auto = selective_scan(A=A, **args, return_last_state=True)
+    (g_auto,) = torch.autograd.grad(h_auto.sum(), A)
+    _, h_torch = selective_scan(A=A, **args, return_last_state=True, backend="torch")
+    (g_torch,) = torch.autograd.grad(h_torch.sum(), A)
+    assert used == [] and torch.equal(g_auto, g_torch) and g_torch.abs().sum() > 0
+    with torch.no_grad():  # without autograd, the last state needs no gradient: the fake may take the call
+        selective_scan(A=A, **args, return_last_state=True)
+    assert used == [True]
+
+
+def test_an_explicit_backend_that_cannot_take_the_call_names_the_argument(monkeypatch):
+    from ssmkit.core.ops import selective_scan
+
+    _fake_backend(monkeypatch)
+    args, h0 = _scan_inputs()
+    selective_scan(**args, backend="fake")  # a call it can take runs
+    with pytest.raises(kernels.BackendUnavailable, match="'fake' selective_scan does not take initial_state"):
+        selective_scan(**args, initial_state=h0, backend="fake")
+    with pytest.raises(kernels.BackendUnavailable, match="does not take dtype torch.float64"):
+        selective_scan(**_scan_inputs(torch.float64)[0], backend="fake")
+    args["A"].requires_grad_()
+    with pytest.raises(kernels.BackendUnavailable, match="no gradient through the final state"):
+        selective_scan(**args, return_last_state=True, backend="fake")
+
+
+def test_declarations_of_the_real_backends():
+    from ssmkit.core.ops._dispatch import unsupported
+
+    f32, f64 = torch.float32, torch.float64
+    assert "initial_state" in unsupported("mamba_ssm", "selective_scan", Call(f32, frozenset({"initial_state"})))
+    assert "float64" in unsupported("mamba_ssm", "ssd", Call(f64, kwargs={"chunk_size": 64}))
+    assert "power of two" in unsupported("mamba_ssm", "ssd", Call(f32, kwargs={"chunk_size": 48}))
+    assert unsupported("mamba_ssm", "ssd", Call(f32, frozenset({"initial_states"}), True, {"chunk_size": 64})) is None
+    assert "return_final_state" in unsupported("mamba_ssm", "causal_conv1d", Call(f32, frozenset({"return_final_state"})))
+    assert unsupported("cpp", "selective_scan", Call(f64, frozenset({"initial_state"}), True)) is None
+    assert "declares no ssd" in unsupported("cpp", "ssd", Call(f32))
