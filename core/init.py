@@ -81,13 +81,25 @@ def to_factory(module: nn.Module, device=None, dtype: Optional[torch.dtype] = No
     """Move a freshly built layer to `device` and its floating parameters and buffers to `dtype`.
 
     Layers draw their initial values on the CPU in fp32 (so a seed gives the same layer on every device) and
-    call this last. Parameters named in `keep_fp32` (as mamba_ssm keeps A_log and D) stay fp32.
+    call this last. Parameters named in `keep_fp32` (as mamba_ssm keeps A_log and D) stay fp32. Parameters keep
+    their attributes (optimiser hints) and tied parameters stay tied.
     """
     if dtype is not None and not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    keep = set(keep_fp32)
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        to_dtype = dtype if dtype is not None and t.is_floating_point() and name not in keep else t.dtype
-        if (device is not None and t.device != torch.device(device)) or to_dtype != t.dtype:
-            t.data = t.data.to(device=device, dtype=to_dtype)
+    if device is None and dtype is None:
+        return module
+    keep, moved = set(keep_fp32), {}
+    for prefix, mod in module.named_modules():
+        for name, t in list(mod._parameters.items()) + list(mod._buffers.items()):
+            if t is None:
+                continue
+            full = f"{prefix}.{name}" if prefix else name
+            if id(t) not in moved:
+                to_dtype = dtype if dtype is not None and t.is_floating_point() and full not in keep else t.dtype
+                new = t.detach().to(device=device, dtype=to_dtype)
+                if isinstance(t, nn.Parameter):
+                    new = nn.Parameter(new, requires_grad=t.requires_grad)
+                    new.__dict__.update(t.__dict__)
+                moved[id(t)] = new
+            (mod._parameters if name in mod._parameters else mod._buffers)[name] = moved[id(t)]
     return module

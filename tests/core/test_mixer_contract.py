@@ -4,19 +4,18 @@ Mixers are discovered from `__all__`; each needs one entry in SPECS (a small con
 a newly exported mixer fails here until it has one. Checked: shapes, the dtype policy (output in the input's
 dtype, fp32 states, fp64 end to end), step == forward, pieces == whole, the state type, named shape errors.
 """
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import pytest
 import torch
 import torch.nn as nn
 
 import ssmkit.core.layers as layers
-from ssmkit.core.layers import (S4, S4D, SS2D, BiMamba, Chimera2DSSM, ClosedLoopCompanionSSM, CompanionSSM, ConvS5,
-                                Hydra, Hyena, Mamba, Mamba2, MultiHeadScan, StructureAwareSSM, mLSTM, sLSTM)
+
 
 
 class Spec(NamedTuple):
-    make: Callable[[], nn.Module]
+    kwargs: dict                            # constructor arguments of a small instance
     shape: Tuple[int, ...]                  # input shape, batch first, time second for recurrent mixers
     arg: str = "x"                          # name of forward's input in error messages
     bf16: Optional[str] = None              # why bf16 is not supported (None: it is)
@@ -24,23 +23,23 @@ class Spec(NamedTuple):
 
 COMPLEX = "complex parameters (real views) and FFTs: bf16 has no complex type"
 SPECS = {
-    "Mamba": Spec(lambda: Mamba(8, d_state=4), (2, 11, 8)),
-    "Mamba2": Spec(lambda: Mamba2(16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16)),
-    "S4": Spec(lambda: S4(6, d_state=8), (2, 11, 6), bf16=COMPLEX),
-    "S4D": Spec(lambda: S4D(6, d_state=8), (2, 11, 6), bf16=COMPLEX),
-    "mLSTM": Spec(lambda: mLSTM(16, num_heads=2, chunk_size=4), (2, 11, 16)),
-    "sLSTM": Spec(lambda: sLSTM(16, num_heads=2), (2, 11, 16)),
-    "CompanionSSM": Spec(lambda: CompanionSSM(6, kernel_dim=4, n_kernels=3, skip_connection=True), (2, 11, 6),
+    "Mamba": Spec(dict(d_model=8, d_state=4), (2, 11, 8)),
+    "Mamba2": Spec(dict(d_model=16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16)),
+    "S4": Spec(dict(d_model=6, d_state=8), (2, 11, 6), bf16=COMPLEX),
+    "S4D": Spec(dict(d_model=6, d_state=8), (2, 11, 6), bf16=COMPLEX),
+    "mLSTM": Spec(dict(d_model=16, num_heads=2, chunk_size=4), (2, 11, 16)),
+    "sLSTM": Spec(dict(d_model=16, num_heads=2), (2, 11, 16)),
+    "CompanionSSM": Spec(dict(d_model=6, kernel_dim=4, n_kernels=3, skip_connection=True), (2, 11, 6),
                          bf16=COMPLEX),
-    "ClosedLoopCompanionSSM": Spec(lambda: ClosedLoopCompanionSSM(6, kernel_dim=4), (2, 11, 6), bf16=COMPLEX),
-    "ConvS5": Spec(lambda: ConvS5(4, d_state=4), (2, 7, 3, 4, 4), bf16=COMPLEX),
-    "Hyena": Spec(lambda: Hyena(8, l_max=16, filter_order=8), (2, 11, 8), bf16=COMPLEX),
-    "BiMamba": Spec(lambda: BiMamba(8, d_state=4), (2, 11, 8)),
-    "Hydra": Spec(lambda: Hydra(16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16), arg="u"),
-    "SS2D": Spec(lambda: SS2D(8, d_state=4), (2, 3, 4, 8)),
-    "StructureAwareSSM": Spec(lambda: StructureAwareSSM(8, d_state=2), (2, 3, 4, 8)),
-    "Chimera2DSSM": Spec(lambda: Chimera2DSSM(8, d_state=4), (2, 5, 3, 8)),
-    "MultiHeadScan": Spec(lambda: MultiHeadScan(8, num_heads=2, d_state=4), (2, 3, 4, 8)),
+    "ClosedLoopCompanionSSM": Spec(dict(d_model=6, kernel_dim=4), (2, 11, 6), bf16=COMPLEX),
+    "ConvS5": Spec(dict(d_model=4, d_state=4), (2, 7, 3, 4, 4), bf16=COMPLEX),
+    "Hyena": Spec(dict(d_model=8, l_max=16, filter_order=8), (2, 11, 8), bf16=COMPLEX),
+    "BiMamba": Spec(dict(d_model=8, d_state=4), (2, 11, 8)),
+    "Hydra": Spec(dict(d_model=16, d_state=8, headdim=8, chunk_size=4), (2, 11, 16), arg="u"),
+    "SS2D": Spec(dict(d_model=8, d_state=4), (2, 3, 4, 8)),
+    "StructureAwareSSM": Spec(dict(d_model=8, d_state=2), (2, 3, 4, 8)),
+    "Chimera2DSSM": Spec(dict(d_model=8, d_state=4), (2, 5, 3, 8)),
+    "MultiHeadScan": Spec(dict(d_model=8, num_heads=2, d_state=4), (2, 3, 4, 8)),
 }
 
 MIXERS = sorted(name for name in layers.__all__
@@ -56,7 +55,7 @@ def _build(name, dtype=torch.float32, seed=0):
         pytest.fail(f"{name} is exported by ssmkit.core.layers but has no entry in SPECS: add its constructor")
     spec = SPECS[name]
     torch.manual_seed(seed)
-    mixer = spec.make().to(dtype)
+    mixer = getattr(layers, name)(**spec.kwargs).to(dtype)
     with torch.no_grad():  # move every parameter off its structured init (zeros, ones) so nothing cancels
         for p in mixer.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -153,3 +152,21 @@ def test_mixers_without_state_reject_one(name):
         mixer(x, return_state=True)
     with pytest.raises(ValueError, match="is not recurrent"):
         mixer(x, state=(torch.zeros(1),))
+
+
+KEEP_FP32 = {"Mamba": {"A_log", "D"}, "BiMamba": {"A_log", "D", "A_b_log", "D_b"}, "Mamba2": {"D"}, "Hydra": {"D"}}
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_device_and_dtype_factory_keywords(name):
+    kwargs = SPECS[name].kwargs if name in SPECS else pytest.fail(f"no SPECS entry for {name}")
+    torch.manual_seed(0)
+    plain = getattr(layers, name)(**kwargs)
+    torch.manual_seed(0)
+    made = getattr(layers, name)(**kwargs, device="cpu", dtype=torch.float64)
+    for (key, p), q in zip(made.named_parameters(), plain.parameters()):
+        want = torch.float32 if key in KEEP_FP32.get(name, ()) else torch.float64
+        assert p.dtype == want and p.device.type == "cpu", key
+        assert torch.equal(p.double(), q.double()), key  # the same initial values, drawn on the CPU in fp32
+    meta = getattr(layers, name)(**kwargs, device="meta")
+    assert all(p.is_meta for p in meta.parameters())
