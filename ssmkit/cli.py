@@ -38,6 +38,35 @@ VERBS = {
 }
 
 
+def check_checkpoint(ckpt_path) -> None:
+    """A --ckpt_path that names a file must be a readable checkpoint: raise an error naming the file and the reason
+    (before Lightning's torch.load fails deep inside with a message that names neither)."""
+    import pathlib
+    import zipfile
+    if ckpt_path is None or str(ckpt_path) in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+        return
+    path = pathlib.Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"--ckpt_path {path}: empty checkpoint file")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ValueError(f"--ckpt_path {path}: unreadable checkpoint archive ({e})") from e
+        if not any(n.endswith("data.pkl") for n in names):
+            raise ValueError(f"--ckpt_path {path}: a zip file but not a torch checkpoint (no data.pkl)")
+        return
+    import torch
+    try:  # a checkpoint in torch's legacy (non-zip) format, or garbage
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"--ckpt_path {path}: not a readable checkpoint, truncated or corrupt "
+                         f"({type(e).__name__}: {e})") from e
+
+
 def lightning_cli(args: Optional[List[str]]):
     """LightningCLI with any LightningModule / LightningDataModule chosen by class_path in the config, and a
     rich progress bar unless the config turns progress bars off."""
@@ -59,6 +88,16 @@ def lightning_cli(args: Optional[List[str]]):
             sys.exit(2)
 
     class SSMKitCLI(LightningCLI):
+        def parse_arguments(self, parser, args) -> None:
+            """A bad --ckpt_path file ends the command with one line naming it (before Lightning reads it)."""
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            try:
+                check_checkpoint((self.config[subcommand] if subcommand else self.config).get("ckpt_path"))
+            except (OSError, ValueError) as e:
+                sys.stderr.write(f"ssmkit {subcommand}: error: {e}\n")
+                sys.exit(2)
+
         def before_instantiate_classes(self) -> None:
             """EarlyStopping checks when validation ends (where its metric comes from), not at the end of a training
             epoch, so a fit that stops before any validation (max_steps, max_time, limits) does not crash on a
@@ -84,7 +123,7 @@ def lightning_cli(args: Optional[List[str]]):
 
     return SSMKitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      parser_class=ErrorFirstParser, args=args, save_config_kwargs={"overwrite": True},
-                     parser_kwargs={"description": USAGE})
+                     parser_kwargs={"prog": "ssmkit", "description": USAGE})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
