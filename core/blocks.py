@@ -102,8 +102,9 @@ class SequenceModel(nn.Module):
         """mamba_ssm's init: embeddings N(0, 0.02), zero linear biases (unless marked `_no_reinit`), and each
         residual branch's output projection scaled by 1/sqrt(n_layer) so the residual stream does not grow."""
         for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and module.bias is not None and not getattr(module.bias, "_no_reinit", False):
-                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                if not getattr(module.bias, "_no_reinit", False):
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=initializer_range)
         for name, p in self.backbone.layers.named_parameters():

@@ -204,7 +204,8 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state):
             raise TypeError(f"{name} must be a torch.Tensor of shape (dim, N), (batch, N, L) or (batch, G, N, L),"
                             f" got {type(M).__name__}")
         if M.dim() not in layouts:
-            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), got {tuple(M.shape)}")
+            raise ValueError(f"{name} must have shape (dim, N), (batch, N, L) or (batch, G, N, L), "
+                             f"got {tuple(M.shape)}")
         if M.dim() == 4:
             g = M.shape[1]
             if g == 0 or s["dim"] % g:

@@ -119,8 +119,10 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
          else initial_states.to(f))
     # Non-finite entries are computed as zeros and put back as NaN where the recurrence carries them (_nonfinite).
     resets = None if seq_idx is None else _resets(seq_idx)
-    bads = nf.bad(xdt), torch.isnan(a), nf.bad(Bf), nf.bad(Cf), nf.bad(h)
-    xdt, a, Bf, Cf, h = (nf.clean(t, m) for t, m in zip((xdt, a, Bf, Cf, h), bads))
+    masked = nf.maybe_bad(xdt, a, Bf, Cf, h)
+    if masked:
+        bads = nf.bad(xdt), torch.isnan(a), nf.bad(Bf), nf.bad(Cf), nf.bad(h)
+        xdt, a, Bf, Cf, h = (nf.clean(t, m) for t, m in zip((xdt, a, Bf, Cf, h), bads))
     if resets is not None:
         a = a.masked_fill(resets.unsqueeze(-1), float("-inf"))
     if pad:  # zero steps: no input, decay 1; they change neither y[:L] nor the final state
@@ -147,7 +149,9 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     from_start = torch.exp(cs).permute(0, 1, 4, 2, 3).unsqueeze(-1)    # (batch, nc, Q, G, R, 1)
     y = y + torch.einsum("bcign,bcgrpn->bcigrp", Cf, entering) * from_start
 
-    y, h = _poison_nonfinite(y.reshape(batch, nc * Q, H, P)[:, :L], h.reshape(batch, H, P, N), bads, resets, R)
+    y, h = y.reshape(batch, nc * Q, H, P)[:, :L], h.reshape(batch, H, P, N)
+    if masked:
+        y, h = _poison_nonfinite(y, h, bads, resets, R)
     y = skip_and_gate(y, x, D, z, x.dtype)
     return (y, h) if return_final_states else y
 
@@ -234,7 +238,8 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
 
     chunk_size: steps per chunk of the matrix form (any positive int; 32-64 is fastest on CPU, mamba_ssm
     needs a power of two). A must be <= 0: checked for CPU tensors; on an accelerator the check would synchronise
-    every call, so there it is the caller's contract (the layers build A = -exp(A_log)). backend: "auto", "torch" (chunked PyTorch), "triton" (ssmkit's Triton kernels; CUDA, or
+    every call, so there it is the caller's contract (the layers build A = -exp(A_log)).
+    backend: "auto", "torch" (chunked PyTorch), "triton" (ssmkit's Triton kernels; CUDA, or
     CPU under TRITON_INTERPRET=1) or "mamba_ssm" (its Triton kernels, CUDA).
     """
     device = _validate(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, seq_idx, chunk_size)

@@ -33,13 +33,15 @@ def _scalar_oracle(u, d1, d2, A, rho, B1, B2, C1, C2, D, bias):
                 for t in range(L):
                     for v in range(V):
                         x = u[i, t, v, d].item()
-                        s1, s2 = sp(d1[i, t, v, d].item() + bias[0, d].item()), sp(d2[i, t, v, d].item() + bias[1, d].item())
+                        s1 = sp(d1[i, t, v, d].item() + bias[0, d].item())
+                        s2 = sp(d2[i, t, v, d].item() + bias[1, d].item())
                         a1, a4 = math.exp(s1 * A1), math.exp(s2 * A4)
                         h1[t + 1][v + 1] = (a1 * h1[t][v + 1] + (1 - a1) * r2 * h2[t][v + 1]
                                             + (a1 - 1) / A1 * B1[i, t, v, n].item() * x)
                         h2[t + 1][v + 1] = (a4 * h2[t + 1][v] + (1 - a4) * r3 * h1[t + 1][v]
                                             + (a4 - 1) / A4 * B2[i, t, v, n].item() * x)
-                        y[i, t, v, d] += C1[i, t, v, n].item() * h1[t + 1][v + 1] + C2[i, t, v, n].item() * h2[t + 1][v + 1]
+                        y[i, t, v, d] += (C1[i, t, v, n].item() * h1[t + 1][v + 1]
+                                          + C2[i, t, v, n].item() * h2[t + 1][v + 1])
     return y + D * u
 
 

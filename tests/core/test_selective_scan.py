@@ -86,7 +86,8 @@ def naive_scan(u, delta, A, B, C, D, z, delta_bias, softplus, h0):
                     else:
                         grp = d // (dim // B.shape[1])
                         Bv, Cv = float(B[b, grp, n, t]), float(C[b, grp, n, t])
-                    h[n] = torch.exp(torch.tensor(dt * float(A[d, n]), dtype=F64)).item() * h[n] + dt * Bv * float(u[b, d, t])
+                    decay = torch.exp(torch.tensor(dt * float(A[d, n]), dtype=F64)).item()
+                    h[n] = decay * h[n] + dt * Bv * float(u[b, d, t])
                     acc += Cv * h[n]
                 acc += float(D[d]) * float(u[b, d, t])
                 zz = float(z[b, d, t])

@@ -13,7 +13,8 @@ def make(batch, L, H, P, G, N, dtype=F64, seed=0, D_shape="H", z=True, scale_dt=
     """Random SSD inputs in the ranges of the reference test plan (dt = softplus(randn - 1), A = -exp(rand))."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=F64)
-    args = dict(x=r(batch, L, H, P), dt=r(batch, L, H) - 1.0, A=-torch.exp(torch.rand(H, generator=g, dtype=F64)) * scale_dt,
+    args = dict(x=r(batch, L, H, P), dt=r(batch, L, H) - 1.0,
+                A=-torch.exp(torch.rand(H, generator=g, dtype=F64)) * scale_dt,
                 B=r(batch, L, G, N), C=r(batch, L, G, N), dt_bias=0.5 * r(H),
                 D=r(H) if D_shape == "H" else r(H, P), z=r(batch, L, H, P) if z else None)
     return {k: (v.to(dtype) if v is not None else None) for k, v in args.items()}
@@ -26,7 +27,8 @@ def run(fn, inp, h0=None, upstream=None, **kw):
         leaves["h0"] = h0.detach().clone().requires_grad_(True)
     args = {k: v for k, v in leaves.items() if k != "h0"}
     y, hT = fn(**args, dt_softplus=True, initial_states=leaves.get("h0"), return_final_states=True, **kw)
-    up = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=F64).to(y.dtype) if upstream is None else upstream
+    up = (torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=F64).to(y.dtype) if upstream is None
+          else upstream)
     grads = torch.autograd.grad((y * up).sum() + hT.sum(), list(leaves.values()))
     return y, hT, dict(zip(leaves, grads))
 
@@ -178,6 +180,8 @@ def test_ssd_mamba_ssm_backend_matches_torch():
     pytest.importorskip("mamba_ssm")
     inp = {k: v.float().cuda() if v is not None else None for k, v in make(2, 300, 4, 64, 2, 64).items()}
     h0 = torch.randn(2, 4, 64, 64, device="cuda")
-    y, hT = ssd(**inp, chunk_size=64, dt_softplus=True, initial_states=h0, return_final_states=True, backend="mamba_ssm")
-    y_t, hT_t = ssd(**inp, chunk_size=64, dt_softplus=True, initial_states=h0, return_final_states=True, backend="torch")
+    y, hT = ssd(**inp, chunk_size=64, dt_softplus=True, initial_states=h0, return_final_states=True,
+                backend="mamba_ssm")
+    y_t, hT_t = ssd(**inp, chunk_size=64, dt_softplus=True, initial_states=h0, return_final_states=True,
+                    backend="torch")
     assert rel(y, y_t) < 1e-3 and rel(hT, hT_t) < 1e-3

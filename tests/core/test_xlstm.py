@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ssmkit.core.blocks import mLSTMBlock, sLSTMBlock, xLSTMBlock
+from ssmkit.core.blocks import mLSTMBlock, sLSTMBlock
 from ssmkit.core.layers import mLSTM, sLSTM
 from ssmkit.core.ops import mlstm_chunkwise, mlstm_parallel, mlstm_ref, mlstm_step, slstm
 
