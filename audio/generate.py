@@ -82,7 +82,8 @@ def save_spectrogram(wave: torch.Tensor, sample_rate: int, path: pathlib.Path, t
     from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
 
     n_fft = min(1024 if sample_rate >= 16000 else 512, 2 ** max(1, int(math.log2(wave.shape[-1]))))  # short clips
-    mel = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=max(1, n_fft // 4), n_mels=min(64, n_fft // 4))(wave.float())
+    mel = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=max(1, n_fft // 4), n_mels=min(64, n_fft // 4))
+    mel = mel(wave.float())
     db = AmplitudeToDB(top_db=80)(mel)
     fig, ax = plt.subplots(figsize=(6, 3))
     im = ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma",
@@ -139,14 +140,15 @@ def main(argv: List[str]) -> int:
         task = AutoregressiveAudioTask.load_from_checkpoint(path, map_location="cpu")
     except Exception as e:  # torch / zip / pickle / Lightning each raise their own type for a bad file
         raise ValueError(f"{path}: not a readable AutoregressiveAudioTask checkpoint: {type(e).__name__}: {e}") from e
-    rate = task.hparams.sample_rate
-    if rate is None:
-        raise ValueError(f"{path}: the checkpoint records no sample rate (train it with an audio data module)")
+    rate, quantization = task.hparams.audio_sample_rate, task.hparams.audio_quantization
+    if rate is None or quantization is None:
+        raise ValueError(f"{path}: the checkpoint records no sample rate / quantisation (train it on an audio data "
+                         f"module)")
     length = round(args.seconds * rate)
     if length < 1:
         parser.error(f"--seconds {args.seconds} is shorter than one sample at {rate} Hz")
     codes, bits = generate(task.model, args.n, length, args.temperature, args.top_p, args.batch_size, args.seed,
                            progress=not args.no_progress)
-    for p in write_samples(codes, bits, args.out, rate, task.hparams.quantization):
+    for p in write_samples(codes, bits, args.out, rate, quantization):
         print(p.resolve())
     return 0

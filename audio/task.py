@@ -6,7 +6,8 @@ the SaShiMi paper's settings (lr 1e-3, no weight decay on SC09; ReduceLROnPlatea
 the S4/S4D SSM parameters (dt, A, B, P) land in their own group through the core layers' `_optim` hints
 (`ssmkit.train.param_groups`): no weight decay and the model's `ssm_lr` (1e-3, the S4 default, lower than the
 4e-3 used for music). The model is given as a class_path config (optionally with a `preset`), saved in the
-hyper-parameters, so `load_from_checkpoint` rebuilds it; the data's sample rate and quantisation are recorded too.
+hyper-parameters, so `load_from_checkpoint` rebuilds it; the data module's sample rate and quantisation are recorded
+as `audio_sample_rate` / `audio_quantization` (other names than the data module's, which Lightning merges with ours).
 """
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ class AutoregressiveAudioTask(TaskBase):
     def __init__(self, model: Dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0,
                  scheduler: Optional[str] = "plateau", plateau_factor: float = 0.2, plateau_patience: int = 20,
                  warmup_steps: int = 0, betas: Tuple[float, float] = (0.9, 0.999),
-                 sample_rate: Optional[int] = None, quantization: str = "mu-law"):
+                 audio_sample_rate: Optional[int] = None, audio_quantization: Optional[str] = None):
         if scheduler == "plateau" and warmup_steps:
             raise ValueError(f"warmup_steps must be 0 with scheduler='plateau', got {warmup_steps}")
-        if quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+        if audio_quantization not in (None, *QUANTIZATIONS):
+            raise ValueError(f"audio_quantization must be one of {QUANTIZATIONS}, got {audio_quantization!r}")
         super().__init__(lr=lr, weight_decay=weight_decay, optimizer="adamw",
                          scheduler=None if scheduler == "plateau" else scheduler, warmup_steps=warmup_steps,
                          betas=betas)
@@ -62,16 +63,16 @@ class AutoregressiveAudioTask(TaskBase):
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.model(codes)
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
         """Record the data's sample rate and quantisation (what `ssmkit generate` needs to write audio)."""
         data = getattr(self.trainer, "datamodule", None)
         for key in ("sample_rate", "quantization"):
-            value = getattr(data, key, None)
+            value, mine = getattr(data, key, None), f"audio_{key}"
             if value is None:
                 continue
-            if key == "sample_rate" and self.hparams[key] not in (None, value):
-                raise ValueError(f"task sample_rate={self.hparams[key]} but the data module's is {value}")
-            self.hparams[key] = value
+            if self.hparams[mine] not in (None, value):
+                raise ValueError(f"task {mine}={self.hparams[mine]!r} but the data module's {key} is {value!r}")
+            self.hparams[mine] = value
 
     def nll(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
         """(mean NLL in nats over the real targets of the batch, their number)."""

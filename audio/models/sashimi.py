@@ -202,7 +202,8 @@ class SaShiMi(nn.Module):
         pending = tuple(tuple(ref.new_zeros(batch_size, u.d_out) for _ in range(u.pool)) for u in self.up_pools)
         return SaShiMiState(down=tuple(() for _ in self.down),
                             center=self.center.initial_state(batch_size, self.d_state, ref),
-                            up_pending=pending, up=tuple(s.initial_state(batch_size, self.d_state, ref) for s in self.up),
+                            up_pending=pending,
+                            up=tuple(s.initial_state(batch_size, self.d_state, ref) for s in self.up),
                             fused=(self.center.fused(), tuple(s.fused() for s in self.up)))
 
     def step(self, code_t: torch.Tensor, state: SaShiMiState) -> Tuple[torch.Tensor, SaShiMiState]:

@@ -1,6 +1,7 @@
 """AutoregressiveAudioTask (bits/sample, optimiser groups), generate() and `ssmkit generate` end to end."""
 import json
 import math
+import pathlib
 
 import lightning as L
 import numpy as np
@@ -9,12 +10,14 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from ssmkit import cli
 from ssmkit.audio import AutoregressiveAudioTask, FSDDDataModule, SaShiMi, generate
 from ssmkit.audio.data import IGNORE_INDEX
 from ssmkit.audio.generate import _nucleus, main
 from ssmkit.audio.quantize import SILENCE
 from ssmkit.core.layers import S4, S4D
 
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "audio"
 TINY = {"class_path": "ssmkit.audio.SaShiMi", "init_args": {"d_model": 8, "n_layers": 1, "d_state": 4}}
 
 
@@ -61,7 +64,7 @@ def test_validation_bits_per_sample_is_the_exact_average(tmp_path):
             total -= float(logp[keep].gather(-1, y[keep, None]).sum())
             count += int(keep.sum())
     assert abs(got - total / count / math.log(2)) < 1e-4
-    assert task.hparams.sample_rate == 8000 and task.hparams.quantization == "mu-law"
+    assert task.hparams.audio_sample_rate == 8000 and task.hparams.audio_quantization == "mu-law"
 
 
 def test_nucleus_keeps_the_smallest_top_mass_set():
@@ -90,17 +93,16 @@ def test_generate_reports_the_models_own_log_likelihood():
         generate(torch.nn.Linear(2, 2), 1, 4)
 
 
-def test_generate_command_writes_ranked_wavs_at_the_model_rate(tmp_path, capsys):
-    dm = FSDDDataModule(str(_fsdd(tmp_path / "rec")), window=64, batch_size=4)
-    task = AutoregressiveAudioTask(TINY)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, default_root_dir=tmp_path, limit_val_batches=1)
-    trainer.fit(task, dm)
-    ckpt = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(ckpt)
+def test_fit_config_then_generate_command_writes_ranked_wavs(tmp_path, capsys):
+    root = _fsdd(tmp_path / "rec")
+    assert cli.main(["fit", "--config", str(CONFIGS / "sashimi_small_fsdd.yaml"), "--data.root", str(root),
+                     "--data.window=64", "--data.batch_size=4", "--trainer.max_epochs=1",
+                     "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false",
+                     "--trainer.default_root_dir", str(tmp_path / "run")]) == 0
+    ckpt, = (tmp_path / "run").rglob("best.ckpt")
     out = tmp_path / "samples"
-    assert main(["--checkpoint", str(ckpt), "--seconds", "0.05", "--n", "3", "--out", str(out), "--top-p", "0.9",
-                 "--no-progress"]) == 0
+    assert cli.main(["generate", "--checkpoint", str(ckpt), "--seconds", "0.05", "--n", "3", "--out", str(out),
+                     "--top-p", "0.9", "--no-progress"]) == 0
     printed = capsys.readouterr().out.split()
     record = json.loads((out / "samples.json").read_text())
     assert [r["rank"] for r in record] == [0, 1, 2]
