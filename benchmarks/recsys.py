@@ -82,14 +82,15 @@ def inference_latency(task, dm, repeats: int = 3) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def streaming_latency(model, history: int = 50, repeats: int = 50):
-    """Seconds per new interaction for one user: `step` vs re-encoding the whole `history`-item history."""
+def streaming_latency(model, users: int = 1, history: int = 50, repeats: int = 20):
+    """Seconds per new interaction when `users` users each get one: `step` (state update + scores over all items)
+    vs re-encoding each user's whole `history`-item history (+ scores); divided by `users`."""
     model = model.eval()
-    items = torch.randint(1, model.n_items + 1, (1, history))
-    times = torch.cumsum(torch.rand(1, history, dtype=torch.float64) * 86400 * 30, 1)
-    lengths = torch.tensor([history])
-    with torch.no_grad():
-        state = model.initial_state(1)
+    items = torch.randint(1, model.n_items + 1, (users, history))
+    times = torch.cumsum(torch.rand(users, history, dtype=torch.float64) * 86400 * 30, 1)
+    lengths = torch.full((users,), history)
+    with torch.inference_mode():
+        state = model.initial_state(users)
         for t in range(history - 1):
             _, state = model.step(items[:, t], state, times[:, t])
         model.scores(model.step(items[:, -1], state, times[:, -1])[0])
@@ -102,7 +103,17 @@ def streaming_latency(model, history: int = 50, repeats: int = 50):
         for _ in range(repeats):
             model(items, lengths, times)
         encode = (time.perf_counter() - t0) / repeats
-    return step, encode
+    return step / users, encode / users
+
+
+def streaming_row(model) -> dict:
+    """Per-interaction streaming latency for 1 user and for 256 users updated together (ms), and speed-ups."""
+    row = {}
+    for users in (1, 256):
+        step, encode = streaming_latency(model, users)
+        row.update({f"step_ms_{users}u": 1e3 * step, f"reencode50_ms_{users}u": 1e3 * encode,
+                    f"speedup_{users}u": encode / step})
+    return row
 
 
 def train_step_seconds(task, dm, repeats: int = 2) -> float:
@@ -121,7 +132,7 @@ def train_step_seconds(task, dm, repeats: int = 2) -> float:
     return statistics.mean(times[1:])
 
 
-def latency_one(model_name, dataset, data_path, batch_size=None):
+def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=False):
     """Timings only (no training): s/step -> s/epoch, inference s/batch, streaming step vs re-encoding."""
     spec, task_args, _, data_args = load_config(model_name, dataset)
     L.seed_everything(0, verbose=False)
@@ -132,13 +143,15 @@ def latency_one(model_name, dataset, data_path, batch_size=None):
     task = SequentialRecTask(build_model(spec), **task_args)
     task.model.grow_items(dm.n_items)
     task.log = lambda *a, **k: None  # no trainer attached
+    row = {"model": model_name, "params": sum(p.numel() for p in task.parameters())}
+    if streaming_only:
+        return {**row, **(streaming_row(task.model) if task.model.streamable else {})}, dm
     step = train_step_seconds(task, dm)
-    row = {"model": model_name, "sec_per_train_step": step,
+    row.update({"sec_per_train_step": step,
            "sec_per_epoch_est": step * len(dm.train_dataloader()), "train_steps_per_epoch": len(dm.train_dataloader()),
-           "inference_sec_per_batch": inference_latency(task, dm), "params": sum(p.numel() for p in task.parameters())}
+           "inference_sec_per_batch": inference_latency(task, dm)})
     if task.model.streamable:
-        step, encode = streaming_latency(task.model)
-        row.update(step_ms=1e3 * step, reencode50_ms=1e3 * encode, speedup=encode / step)
+        row.update(streaming_row(task.model))
     return row, dm
 
 
@@ -161,8 +174,7 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
            "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
            "inference_sec_per_batch": inference_latency(task, dm), "params": sum(p.numel() for p in task.parameters())}
     if task.model.streamable:
-        step, encode = streaming_latency(task.model)
-        row.update(step_ms=1e3 * step, reencode50_ms=1e3 * encode, speedup=encode / step)
+        row.update(streaming_row(task.model))
     return row, dm
 
 
@@ -175,9 +187,10 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, help="override the configs' training batch size")
     parser.add_argument("--latency-only", action="store_true", help="time training, inference, streaming only")
+    parser.add_argument("--streaming-only", action="store_true", help="time streaming step vs re-encoding only")
     parser.add_argument("--out", default="/tmp/recsys_bench.json")
     args = parser.parse_args(argv)
-    if args.latency_only:
+    if args.latency_only or args.streaming_only:
         return latency_main(args)
     rows, dm = [], None
     with tempfile.TemporaryDirectory() as workdir:
@@ -193,14 +206,14 @@ def main(argv=None):
         summary[model] = {m: (statistics.mean(r[m] for r in mine),
                               statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0) for m in METRICS}
     header = ("| model | seeds | " + " | ".join(METRICS)
-              + " | s/epoch | epochs | infer s/batch | step ms | re-encode ms |")
+              + " | s/epoch | epochs | infer s/batch | step ms (1 user) | re-encode 50 ms (1 user) |")
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     print("| MostPop | - | " + " | ".join(f"{pop[m]:.4f}" for m in METRICS) + " | - | - | - | - | - |")
     for model in args.models:
         mine = [r for r in rows if r["model"] == model]
         cells = [f"{summary[model][m][0]:.4f} ± {summary[model][m][1]:.4f}" for m in METRICS]
-        step = (f"{statistics.mean(r['step_ms'] for r in mine):.2f} | "
-                f"{statistics.mean(r['reencode50_ms'] for r in mine):.2f}") if "step_ms" in mine[0] else "- | -"
+        step = (f"{statistics.mean(r['step_ms_1u'] for r in mine):.2f} | "
+                f"{statistics.mean(r['reencode50_ms_1u'] for r in mine):.2f}") if "step_ms_1u" in mine[0] else "- | -"
         print(f"| {model} | {len(mine)} | " + " | ".join(cells)
               + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f}"
               + f" | {'/'.join(str(r['epochs']) for r in mine)}"
@@ -215,16 +228,22 @@ def main(argv=None):
 def latency_main(args):
     rows = []
     for model in args.models:
-        row, dm = latency_one(model, args.dataset, args.data, args.batch_size)
+        row, dm = latency_one(model, args.dataset, args.data, args.batch_size, args.streaming_only)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("| model | params | s/train step | steps/epoch | s/epoch (est.) | infer s/batch (2048) | step ms "
-          "| re-encode 50 ms | speed-up |\n|---|---|---|---|---|---|---|---|---|")
+    if not args.streaming_only:
+        print("| model | params | s/train step | steps/epoch | s/epoch (est.) | infer s/batch (2048) |\n"
+              "|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['params']} | {r['sec_per_train_step']:.2f} | {r['train_steps_per_epoch']} "
+                  f"| {r['sec_per_epoch_est']:.0f} | {r['inference_sec_per_batch']:.2f} |")
+    print("| model | users updated together | step ms / interaction | re-encode 50 ms / interaction | speed-up |\n"
+          "|---|---|---|---|---|")
     for r in rows:
-        stream = (f"{r['step_ms']:.2f} | {r['reencode50_ms']:.2f} | {r['speedup']:.1f}x" if "step_ms" in r
-                  else "cannot stream | - | -")
-        print(f"| {r['model']} | {r['params']} | {r['sec_per_train_step']:.2f} | {r['train_steps_per_epoch']} "
-              f"| {r['sec_per_epoch_est']:.0f} | {r['inference_sec_per_batch']:.2f} | {stream} |")
+        for u in (1, 256):
+            if f"step_ms_{u}u" in r:
+                print(f"| {r['model']} | {u} | {r[f'step_ms_{u}u']:.3f} | {r[f'reencode50_ms_{u}u']:.3f} "
+                      f"| {r[f'speedup_{u}u']:.1f}x |")
     pop = most_pop(dm)
     print("MostPop test: " + ", ".join(f"{m} {pop[m]:.4f}" for m in METRICS))
     out = pathlib.Path(args.out)

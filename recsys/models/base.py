@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class FeedForward(nn.Module):
@@ -84,7 +85,7 @@ class SequentialRecommender(nn.Module):
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, n_items + 1) logits h . E^T (column 0 = padding; the task masks it)."""
-        return h @ self.item_embedding.weight.t()
+        return F.linear(h, self.item_embedding.weight)
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
         return self.scores(self.encode(items, lengths, times))
