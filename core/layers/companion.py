@@ -3,8 +3,10 @@
 Each of `n_kernels` companion SSMs (state size `kernel_dim`) is shared by d_model / n_kernels consecutive
 channels (SpaceTime's heads). Parameters a, b, c (and k for the closed loop) are (n_kernels, kernel_dim) as in
 HazyResearch/spacetime; with `norm_order` > 0, vectors are divided by their L^p norm before use.
-`kernel_method` 'squaring' (SpaceTime's released path) or 'fft' (the O(d + L) path; it breaks down when A has
-an eigenvalue on the unit circle, which L1-normalised a with non-negative entries produces).
+`kernel_method` 'squaring' (SpaceTime's released path: dense powers by repeated squaring, O(d^3 log L)),
+'recurrence' (the same Krylov columns by the companion structure, O(d L); also the closed loop's roll-out) or
+'fft' (the O(d + L) path; it breaks down when A has an eigenvalue on the unit circle, which L1-normalised a with
+non-negative entries produces).
 The state is `CompanionState`; with it, `forward` adds the state's response c^T A^(t+1) x0 and returns the final
 state A^L x0 + sum_s A^(L-1-s) b u_s (Krylov matrices by repeated squaring), so a sequence can be processed in pieces.
 """
@@ -18,9 +20,10 @@ from torch import nn
 from ..init import to_factory
 from ..ops import check_tensor
 from ..ops.companion import companion_kernel, companion_kernel_squaring, companion_matrix, krylov
+from ..ops.companion_recurrence import closed_loop_krylov, companion_kernel_recurrence, companion_krylov
 from ..ops.fft_conv import fft_conv
 
-_KERNELS = {"fft": companion_kernel, "squaring": companion_kernel_squaring}
+_KERNELS = {"fft": companion_kernel, "squaring": companion_kernel_squaring, "recurrence": companion_kernel_recurrence}
 
 
 class CompanionState(NamedTuple):
@@ -136,15 +139,20 @@ class ClosedLoopCompanionSSM(CompanionSSM):
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         a, b, c = self.ssm()
         k = _normalise(self.k, self.norm_order)
-        A = companion_matrix(a)
         B, L, D = x.shape
         n, d = a.shape
         u = x.reshape(B, L, n, self.heads).to(a.dtype)
         # Last state x_lag = sum_i A^{L-1-i} b u_i, from the Krylov matrix [b, Ab, ...] of each kernel.
-        state = torch.einsum("ndl,blnh->bnhd", krylov(A, b, L).flip(-1), u)
         # Outputs read the state through ((A + b k^T)^T)^j c and ((A + b k^T)^T)^j k: (n, d, horizon) per kernel,
-        # so the roll-out never forms per-sample state sequences.
-        closed_t = (A + b.unsqueeze(-1) * k.unsqueeze(-2)).transpose(-1, -2)
-        readout = krylov(closed_t, torch.stack([c, k]), horizon)  # (2, n, d, horizon)
+        # so the roll-out never forms per-sample state sequences. Both by dense squaring ('squaring') or by the
+        # O(d)-per-column structure of the companion matrices (the other methods).
+        if self.kernel_method == "squaring":
+            A = companion_matrix(a)
+            lag = krylov(A, b, L)
+            readout = krylov((A + b.unsqueeze(-1) * k.unsqueeze(-2)).transpose(-1, -2), torch.stack([c, k]), horizon)
+        else:
+            lag = companion_krylov(a, b, L)
+            readout = closed_loop_krylov(a, b, k, torch.stack([c, k]), horizon)  # (2, n, d, horizon)
+        state = torch.einsum("ndl,blnh->bnhd", lag.flip(-1), u)
         y, u_next = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(2, B, horizon, D)
         return y.to(x.dtype), u_next.to(x.dtype)
