@@ -250,3 +250,24 @@ def test_random_states_are_saved_and_restored_per_process():
     cb.on_train_start(T(), None)
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+class FirstRows(L.Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.rows.append(batch[0][:, :12].clone())
+
+
+def test_stream_continues_across_epochs_under_limit_train_batches(tmp_path):
+    """An endless stream cut into epochs by limit_train_batches continues where the last epoch stopped."""
+    L.seed_everything(0, verbose=False)
+    data = SelectiveCopyData(seq_len=12, n_tokens=3, vocab=4, batch_size=2, val_batches=1)
+    seen = FirstRows()
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[seen], default_root_dir=tmp_path)
+    trainer.fit(SelectiveCopyTask(vocab=4, d_model=8, n_layer=1, d_state=4), datamodule=data)
+    expected = [selective_copy_batch(0, 0, range(2 * s, 2 * s + 2), 12, 3, 4)[0][:, :12] for s in range(6)]
+    assert len(seen.rows) == 6 and all(torch.equal(a, b) for a, b in zip(seen.rows, expected))
