@@ -155,7 +155,8 @@ def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=
     return row, dm
 
 
-def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_size=None):
+def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_size=None, max_time=None,
+            limit_train_batches=None):
     spec, task_args, patience, data_args = load_config(model_name, dataset)
     L.seed_everything(seed, workers=True, verbose=False)
     dm = SequentialDataModule(data_path, max_len=data_args["max_len"],
@@ -166,9 +167,15 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
     best = ModelCheckpoint(dirpath=f"{workdir}/{model_name}_{seed}", monitor="val/ndcg@10", mode="max", filename="best")
     trainer = L.Trainer(max_epochs=max_epochs, default_root_dir=workdir, logger=CSVLogger(workdir, name=model_name),
                         callbacks=[EarlyStopping("val/ndcg@10", mode="max", patience=patience), best, timer],
-                        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu")
+                        enable_model_summary=False, num_sanity_val_steps=0, max_time=max_time,
+                        limit_train_batches=limit_train_batches)
     trainer.fit(task, dm)
-    test = trainer.test(task, dm, ckpt_path="best", verbose=False)[0]
+    if not best.best_model_path:  # stopped by max_time before the first validation
+        trainer.validate(task, dm, verbose=False)
+        trainer.save_checkpoint(f"{workdir}/{model_name}_{seed}/last.ckpt")
+        best.best_model_path, best.best_model_score = f"{workdir}/{model_name}_{seed}/last.ckpt", \
+            trainer.callback_metrics["val/ndcg@10"]
+    test = trainer.test(task, dm, ckpt_path=best.best_model_path, verbose=False)[0]
     row = {"model": model_name, "seed": seed, "epochs": trainer.current_epoch,
            "val_ndcg@10": float(best.best_model_score), **{m: float(test[f"test/{m}"]) for m in METRICS},
            "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
@@ -186,6 +193,8 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, help="override the configs' training batch size")
+    parser.add_argument("--max-time", help="stop each training run after DD:HH:MM:SS (reported in the JSON)")
+    parser.add_argument("--limit-train-batches", type=int, help="training batches per epoch (smoke runs)")
     parser.add_argument("--latency-only", action="store_true", help="time training, inference, streaming only")
     parser.add_argument("--streaming-only", action="store_true", help="time streaming step vs re-encoding only")
     parser.add_argument("--out", default="/tmp/recsys_bench.json")
@@ -196,7 +205,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models:
             for seed in args.seeds:
-                row, dm = run_one(model, args.dataset, args.data, seed, args.max_epochs, workdir, args.batch_size)
+                row, dm = run_one(model, args.dataset, args.data, seed, args.max_epochs, workdir, args.batch_size,
+                                  args.max_time, args.limit_train_batches)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     pop = most_pop(dm)
