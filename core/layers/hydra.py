@@ -27,6 +27,8 @@ from ..dtypes import state_dtype
 from ..init import init_dt_bias, set_optim, to_factory
 from ..ops import check_tensor
 from ..ops.ssd import ssd
+from .contract import reject_state
+from ._validate import check_input_dtype, check_positive_ints
 from .mamba2 import CPU_CHUNK, CUDA_CHUNK
 
 
@@ -36,14 +38,14 @@ def shifted_scans(x, dt_f, dt_b, A, B_f, C_f, B_b, C_b, dt_bias=None, dt_limit=(
 
     y_fw[t] = SS_f(x)[t - 1] and y_bw[t] = SS_b-over-the-reversed-sequence[t + 1] (zero at the ends), so y_fw
     depends on x[:t] only and y_bw on x[t + 1:] only. dt_* are raw (softplus(dt + dt_bias) is applied).
+    `initial_states` (H, P, N), if given, starts both directions (hydra's learnable initial state).
     """
     batch = x.shape[0]
-    `initial_states` (H, P, N), if given, starts both directions (hydra's learnable initial state).
     y = ssd(torch.cat([x, x.flip(1)]), torch.cat([dt_f, dt_b.flip(1)]), A, torch.cat([B_f, B_b.flip(1)]),
             torch.cat([C_f, C_b.flip(1)]), chunk_size, dt_bias=dt_bias, dt_softplus=True, dt_limit=dt_limit,
+            initial_states=None if initial_states is None else initial_states.expand(2 * batch, -1, -1, -1),
             backend=backend)
     y = F.pad(y[:, :-1], (0, 0, 0, 0, 1, 0))                           # one-step shift, zero first row
-            initial_states=None if initial_states is None else initial_states.expand(2 * batch, -1, -1, -1),
     return y[:batch], y[batch:].flip(1)
 
 
@@ -60,6 +62,12 @@ class Hydra(nn.Module):
                  conv_bias: bool = True, chunk_size: Optional[int] = None, use_mem_eff_path: bool = False,
                  layer_idx: Optional[int] = None, device=None, dtype=None, backend: str = "auto"):
         super().__init__()
+        check_positive_ints("Hydra", d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                            headdim=headdim, ngroups=ngroups)
+        if activation not in ("swish", "silu"):
+            raise ValueError(f"activation must be 'swish' or 'silu' (as in hydra), got {activation!r}")
+        self.activation, self.use_mem_eff_path, self.layer_idx = activation, use_mem_eff_path, layer_idx
+        self.learnable_init_states = learnable_init_states
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner = int(expand * d_model)
         if self.d_inner % headdim:
@@ -77,6 +85,8 @@ class Hydra(nn.Module):
                                 bias=conv_bias)
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
+        if learnable_init_states:
+            self.init_states = set_optim(nn.Parameter(torch.zeros(self.nheads, headdim, d_state)), weight_decay=0.0)
         self.dt_bias = nn.Parameter(init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor))
         self.A_log = nn.Parameter(torch.zeros(self.nheads))               # A = -1 for every head
         self.D = nn.Parameter(torch.ones(self.nheads))
@@ -85,20 +95,19 @@ class Hydra(nn.Module):
         self.fc_D = nn.Linear(self.d_inner, self.nheads, bias=False)
         self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=True)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
-        if learnable_init_states:
-            self.init_states = set_optim(nn.Parameter(torch.zeros(self.nheads, headdim, d_state)), weight_decay=0.0)
+        to_factory(self, device, dtype, keep_fp32=("D",))
 
     def forward(self, u: torch.Tensor, state=None, return_state: bool = False) -> torch.Tensor:
         """u (B, L, d_model) -> (B, L, d_model)."""
         reject_state(self, state, return_state)
         check_tensor("u", u, (None, None, self.d_model))
+        check_input_dtype("Hydra", "u", u, self.in_proj.weight)
         batch, L, _ = u.shape
         z, xBC, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, 2 * self.nheads], dim=-1)
         xc = xBC.transpose(1, 2)
         xBC = F.silu(self.conv1d(xc) if L else xc).transpose(1, 2)  # conv1d rejects L = 0: nothing to convolve
         GN = self.ngroups * self.d_state
         x, B_f, C_f, B_b, C_b = xBC.split([self.d_inner, GN, GN, GN, GN], dim=-1)
-        to_factory(self, device, dtype, keep_fp32=("D",))
         groups = lambda M: M.unflatten(-1, (self.ngroups, self.d_state))
         xh = x.unflatten(-1, (self.nheads, self.headdim))
         f = state_dtype(u)

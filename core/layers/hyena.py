@@ -18,6 +18,8 @@ from torch import nn
 from ..init import set_optim, to_factory
 from ..ops import check_tensor
 from ..ops.fft_conv import fft_conv
+from .contract import reject_state
+from ._validate import check_input_dtype, check_positive_ints
 
 
 class Sin(nn.Module):
@@ -97,6 +99,8 @@ class Hyena(nn.Module):
                  short_filter_order: int = 3, dropout: float = 0.0, filter_lr: Optional[float] = None,
                  device=None, dtype=None):
         super().__init__()
+        check_positive_ints("Hyena", d_model=d_model, l_max=l_max, filter_order=filter_order,
+                            short_filter_order=short_filter_order)
         self.d_model, self.l_max = d_model, l_max
         inner = 3 * d_model
         self.in_proj = nn.Linear(d_model, inner)
@@ -111,6 +115,7 @@ class Hyena(nn.Module):
         finite state carries it over, so Hyena takes none."""
         reject_state(self, state, return_state)
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype("Hyena", "x", x, self.in_proj.weight)
         L = x.shape[1]
         if L > self.l_max:
             raise ValueError(f"sequence length {L} exceeds l_max = {self.l_max} (x has shape {tuple(x.shape)})")

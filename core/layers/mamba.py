@@ -18,7 +18,8 @@ from ..init import dt_rank as resolve_dt_rank
 from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
 from ..ops import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
-from ..ops.selective_scan import selective_scan
+from ..ops.selective_scan import selective_scan, selective_state_update
+from ._validate import check_input_dtype, check_positive_ints
 
 
 class MambaState(NamedTuple):
@@ -37,6 +38,9 @@ class Mamba(nn.Module):
                  bias: bool = False, use_fast_path: bool = True, layer_idx: Optional[int] = None, device=None,
                  dtype=None, backend: str = "auto"):
         super().__init__()
+        check_positive_ints("Mamba", d_model=d_model, d_state=d_state, d_conv=d_conv)
+        if not expand > 0:
+            raise ValueError(f"Mamba: expand must be > 0, got {expand!r}")
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
         self.dt_rank = resolve_dt_rank(d_model, dt_rank)
@@ -53,16 +57,17 @@ class Mamba(nn.Module):
         self.A_log = set_optim(nn.Parameter(s4d_real_A_log(self.d_inner, d_state=d_state)), weight_decay=0.0)
         self.D = set_optim(nn.Parameter(torch.ones(self.d_inner)), weight_decay=0.0)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        to_factory(self, device, dtype, keep_fp32=("A_log", "D"))
 
     def _ssm_params(self, x: torch.Tensor):
         """x (..., d_inner) -> dt (..., d_inner) before bias/softplus, B and C (..., d_state)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        to_factory(self, device, dtype, keep_fp32=("A_log", "D"))
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, x: torch.Tensor, state: Optional[MambaState] = None, return_state: bool = False):
         """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, MambaState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype("Mamba", "x", x, self.in_proj.weight)
         xz = self.in_proj(x).transpose(1, 2)                           # (B, 2 d_inner, L)
         xs, z = xz.chunk(2, dim=1)
         conv_state, ssm_state = state if state is not None else (None, None)

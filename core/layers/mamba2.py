@@ -20,12 +20,12 @@ from ..dtypes import state_dtype
 from ..init import init_dt_bias, mamba2_A_log, set_optim, to_factory
 from ..ops import check_tensor
 from ..ops.conv import causal_conv1d, causal_conv1d_update
-from ..ops.ssd import prepare_dt, ssd
+from ..ops.ssd import ssd, ssd_state_update
+from ._validate import check_input_dtype, check_positive_ints
 
 CPU_CHUNK, CUDA_CHUNK = 64, 256  # fastest chunk sizes of the torch path on CPU / of mamba_ssm on CUDA
 
 
-class Mamba2(nn.Module):
 class Mamba2State(NamedTuple):
     """State of `Mamba2`: conv window (B, conv_dim, d_conv - 1) of past inputs (the module's dtype) and the SSM
     state ssm (B, nheads, headdim, d_state) (fp32, fp64 for fp64)."""
@@ -33,6 +33,7 @@ class Mamba2State(NamedTuple):
     ssm: torch.Tensor
 
 
+class Mamba2(nn.Module):
     """Mamba-2 (SSD) mixer (B, L, d_model) -> (B, L, d_model); `step` decodes one token at a time.
 
     chunk_size=None picks 64 on CPU and 256 on CUDA (results do not depend on it).
@@ -47,6 +48,12 @@ class Mamba2State(NamedTuple):
                  use_mem_eff_path: bool = True, layer_idx: Optional[int] = None, process_group=None,
                  sequence_parallel: bool = True, device=None, dtype=None, backend: str = "auto"):
         super().__init__()
+        check_positive_ints("Mamba2", d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                            headdim=headdim, ngroups=ngroups)
+        if process_group is not None:
+            raise ValueError("process_group: tensor-parallel Mamba2 is not supported here; pass process_group=None "
+                             "(data parallelism comes from Lightning's strategies)")
+        self.use_mem_eff_path, self.layer_idx, self.sequence_parallel = use_mem_eff_path, layer_idx, sequence_parallel
         self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
         self.d_inner = int(expand * d_model)
         self.d_ssm = self.d_inner if d_ssm is None else d_ssm
@@ -72,6 +79,7 @@ class Mamba2State(NamedTuple):
             self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
                                      group_size=self.d_ssm // ngroups)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        to_factory(self, device, dtype, keep_fp32=("D",))
 
     def _split(self, zxbcdt):
         return zxbcdt.split([self.d_mlp, self.d_mlp, self.d_ssm, self.conv_dim, self.nheads], dim=-1)
@@ -79,7 +87,6 @@ class Mamba2State(NamedTuple):
     def _output(self, y, z, z0, x0):
         """Gate / gated norm, the optional MLP half, out_proj; y and z are (..., d_ssm)."""
         y = self.norm(y, z) if self.rmsnorm else y
-        to_factory(self, device, dtype, keep_fp32=("D",))
         if self.d_mlp:
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
         return self.out_proj(y)
@@ -90,6 +97,7 @@ class Mamba2State(NamedTuple):
     def forward(self, x: torch.Tensor, state: Optional[Mamba2State] = None, return_state: bool = False):
         """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, Mamba2State) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype("Mamba2", "x", x, self.in_proj.weight)
         batch, L, _ = x.shape
         z0, x0, z, xBC, dt = self._split(self.in_proj(x))
         conv_state, ssm_state = state if state is not None else (None, None)

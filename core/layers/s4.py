@@ -21,6 +21,7 @@ from ..ops.companion import krylov
 from ..ops.fft_conv import fft_conv
 from ..ops.hippo import hippo_legs, hippo_legs_normal
 from ..ops.s4_kernels import dplr_discretize, dplr_kernel, s4d_discretize, s4d_kernel
+from ._validate import check_input_dtype, check_positive_ints
 
 
 def _half_state(d_state: int) -> int:
@@ -60,6 +61,7 @@ class _SSMConv(nn.Module):
 
     def __init__(self, d_model: int, dropout: float):
         super().__init__()
+        check_positive_ints(type(self).__name__, d_model=d_model)
         self.d_model = d_model
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -71,6 +73,7 @@ class _SSMConv(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[S4State] = None, return_state: bool = False):
         """(B, L, d_model) -> (B, L, d_model); with `return_state`, (y, S4State) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype(type(self).__name__, "x", x, self.output_linear[0].weight)
         u = x.transpose(1, 2)  # (B, H, L)
         L = u.shape[-1]
         k = self.conv_kernel(L)  # kept in fp32 or better: fft_conv computes in it and returns u's dtype
@@ -170,14 +173,14 @@ class S4D(_SSMConv):
         return dA * state
 
     @staticmethod
-    def _read(C, state):
-        return 2 * (C * state).sum(-1).real
-    @staticmethod
     def _powers(dA, v, n):
         """[v, dA v, ..., dA^(n-1) v] along a new last axis; v (..., H, N)."""
         ones = torch.ones(*dA.shape, 1, dtype=dA.dtype, device=dA.device)
         return v.unsqueeze(-1) * torch.cat([ones, torch.cumprod(dA.unsqueeze(-1).expand(*dA.shape, n - 1), -1)], -1)
 
+    @staticmethod
+    def _read(C, state):
+        return 2 * (C * state).sum(-1).real
 
 
 class S4Kernel(nn.Module):
@@ -249,10 +252,10 @@ class S4(_SSMConv):
         return torch.einsum("hnm,bhm->bhn", dA, state)
 
     @staticmethod
-    def _read(C, state):
-        return (C * state).sum(-1).real
-    @staticmethod
     def _powers(dA, v, n):
         """[v, dA v, ..., dA^(n-1) v] along a new last axis; v (..., H, N)."""
         return krylov(dA, v, n)
 
+    @staticmethod
+    def _read(C, state):
+        return (C * state).sum(-1).real

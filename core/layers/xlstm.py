@@ -84,7 +84,7 @@ class HeadwiseLinear(nn.Module):
         _small_init(self.weight, block)
 
     def forward(self, x):
-        x = x.view(*x.shape[:-1], self.num_heads, -1)
+        x = x.unflatten(-1, (self.num_heads, x.shape[-1] // self.num_heads))  # explicit sizes: L = 0 works
         return torch.einsum("...hd,hod->...ho", x, self.weight).flatten(-2)
 
 
@@ -138,6 +138,8 @@ class mLSTM(nn.Module):
                  qkv_proj_blocksize: int = 4, bias: bool = False, mode: str = "chunkwise", chunk_size: int = 64,
                  num_blocks: int = 1, device=None, dtype=None):
         super().__init__()
+        check_positive_ints("mLSTM", d_model=d_model, num_heads=num_heads, conv1d_kernel_size=conv1d_kernel_size,
+                            qkv_proj_blocksize=qkv_proj_blocksize, chunk_size=chunk_size)
         if mode not in ("chunkwise", "parallel"):
             raise ValueError(f"mode must be 'chunkwise' or 'parallel', got {mode!r}")
         inner = _round_up(proj_factor * d_model)
@@ -164,7 +166,7 @@ class mLSTM(nn.Module):
         to_factory(self, device, dtype)
 
     def _heads(self, t):  # (..., inner) -> (..., NH, DH)
-        return t.view(*t.shape[:-1], self.num_heads, -1)
+        return t.unflatten(-1, (self.num_heads, t.shape[-1] // self.num_heads))
 
     def _project(self, x_m, x_conv):
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_m)
@@ -178,6 +180,7 @@ class mLSTM(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[mLSTMState] = None, return_state: bool = False):
         """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, mLSTMState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype("mLSTM", "x", x, self.proj_up.weight)
         x_m, z = self.proj_up(x).split(self.inner, dim=-1)
         conv, window = self.conv1d(x_m, None if state is None else state.conv, True)
         x_conv = F.silu(conv)
@@ -249,6 +252,7 @@ class sLSTM(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int = 4, conv1d_kernel_size: int = 4, device=None, dtype=None):
         super().__init__()
+        check_positive_ints("sLSTM", d_model=d_model, num_heads=num_heads, conv1d_kernel_size=conv1d_kernel_size)
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.d_model, self.num_heads = d_model, num_heads
@@ -263,11 +267,12 @@ class sLSTM(nn.Module):
 
     def preactivations(self, x, x_conv):
         wx = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=-2)
-        return wx.view(*wx.shape[:-1], self.num_heads, -1)  # (..., 4, NH, DH)
+        return wx.unflatten(-1, (self.num_heads, wx.shape[-1] // self.num_heads))  # (..., 4, NH, DH)
 
     def forward(self, x: torch.Tensor, state: Optional[sLSTMState] = None, return_state: bool = False):
         """x (B, L, d_model) -> y (B, L, d_model); with `return_state`, (y, sLSTMState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
+        check_input_dtype("sLSTM", "x", x, self.conv1d.conv.weight)
         conv, window = self.conv1d(x, None if state is None else state.conv, True)
         wx = self.preactivations(x, F.silu(conv))
         cell = None if state is None else tuple(state[1:])

@@ -4,13 +4,25 @@ Those forms contract over every position of a block, future ones included, with 
 NaN, so a NaN would travel backwards in time (and across packed sequences). They therefore compute on inputs whose
 non-finite entries are replaced by zero and afterwards put NaN exactly where the sequential definition (the `_ref`
 loop) has a non-finite value: every position the bad input reaches, causally, within its packed sequence.
-All of it is elementwise work and cumulative sums: no device sync, no data-dependent branch.
+All of it is elementwise work and cumulative sums: no device sync. On the CPU, where asking costs no sync, the
+ops first check `maybe_bad` and skip the masking when every input is finite (it cost them 40-70% of their time).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
+
+
+def maybe_bad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether any of the tensors may hold NaN or inf. For CPU tensors one sum each (a NaN or inf makes the sum
+    non-finite; an overflowing sum of finite values only sends the call down the masked path, which is exact
+    either way); always True on an accelerator, where the answer would synchronise the device on every call."""
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" for t in present):
+        return True
+    return any(not math.isfinite(t.sum().item()) for t in present)
 
 
 def bad(t: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,10 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> t
     L = u.shape[-1]
     if u.numel() == 0 or k.shape[-1] == 0:  # nothing to transform (L = 0, batch 0, or an empty kernel)
         return torch.zeros_like(u)
-    bad_u, bad_k = nf.bad(u), nf.bad(k)
-    u, k = nf.clean(u, bad_u), nf.clean(k, bad_k)
+    masked = nf.maybe_bad(u, k)
+    if masked:
+        bad_u, bad_k = nf.bad(u), nf.bad(k)
+        u, k = nf.clean(u, bad_u), nf.clean(k, bad_k)
     work = torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
     n = 2 * L
     if bidirectional:
@@ -49,17 +51,20 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> t
     k_f = torch.fft.rfft(kernel, n=n)
     u_f = torch.fft.rfft(u.to(work), n=n)
     y = torch.fft.irfft(u_f * k_f, n=n)[..., :L]
-    return nf.poison(y, _reached(bad_u, bad_k, bidirectional)).to(u.dtype)
+    if masked:
+        y = nf.poison(y, _reached(bad_u, bad_k, bidirectional))
+    return y.to(u.dtype)
 
 
 def _reached(bad_u: torch.Tensor, bad_k: torch.Tensor, bidirectional: bool) -> torch.Tensor:
     """(B, D, L) True where the direct convolution sums a non-finite u or k term (window counts by cumsum)."""
     L, Lk = bad_u.shape[-1], bad_k.shape[-1]
     count = F.pad(bad_u.to(torch.int32).cumsum(-1, dtype=torch.int32), (1, 0))   # count[t] = bad u before t
-    t = torch.arange(L, device=bad_u.device)
-    reached = count[..., t + 1] > count[..., (t + 1 - Lk).clamp(min=0)]          # u[t - Lk + 1 .. t]
+    upto = count[..., 1:]                                                         # bad u in [0, t]
+    reached = upto > F.pad(count[..., :L - Lk + 1], (Lk - 1, 0))                  # u[t - Lk + 1 .. t]
     if bidirectional:
-        reached = reached | (count[..., (t + 1 + Lk).clamp(max=L)] > count[..., t + 1])  # u[t + 1 .. t + La]
+        total = count[..., -1:].expand(*count.shape[:-1], Lk)                    # Lk <= L (checked)
+        reached = reached | (torch.cat([count[..., Lk + 1:], total], -1) > upto)   # u[t + 1 .. t + La]
     k_any = bad_k.any(-1).any(0) if bidirectional else bad_k.any(-1)               # (D,)
     return reached | k_any[:, None]
 

@@ -119,8 +119,10 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
          else initial_states.to(f))
     # Non-finite entries are computed as zeros and put back as NaN where the recurrence carries them (_nonfinite).
     resets = None if seq_idx is None else _resets(seq_idx)
-    bads = nf.bad(xdt), torch.isnan(a), nf.bad(Bf), nf.bad(Cf), nf.bad(h)
-    xdt, a, Bf, Cf, h = (nf.clean(t, m) for t, m in zip((xdt, a, Bf, Cf, h), bads))
+    masked = nf.maybe_bad(xdt, a, Bf, Cf, h)
+    if masked:
+        bads = nf.bad(xdt), torch.isnan(a), nf.bad(Bf), nf.bad(Cf), nf.bad(h)
+        xdt, a, Bf, Cf, h = (nf.clean(t, m) for t, m in zip((xdt, a, Bf, Cf, h), bads))
     if resets is not None:
         a = a.masked_fill(resets.unsqueeze(-1), float("-inf"))
     if pad:  # zero steps: no input, decay 1; they change neither y[:L] nor the final state
@@ -147,7 +149,9 @@ def _ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initi
     from_start = torch.exp(cs).permute(0, 1, 4, 2, 3).unsqueeze(-1)    # (batch, nc, Q, G, R, 1)
     y = y + torch.einsum("bcign,bcgrpn->bcigrp", Cf, entering) * from_start
 
-    y, h = _poison_nonfinite(y.reshape(batch, nc * Q, H, P)[:, :L], h.reshape(batch, H, P, N), bads, resets, R)
+    y, h = y.reshape(batch, nc * Q, H, P)[:, :L], h.reshape(batch, H, P, N)
+    if masked:
+        y, h = _poison_nonfinite(y, h, bads, resets, R)
     y = skip_and_gate(y, x, D, z, x.dtype)
     return (y, h) if return_final_states else y
 

@@ -160,6 +160,8 @@ def _without_nonfinite(run, q, k, v, i, log_f, state):
     log-gates.)"""
     if q.shape[2] == 0:
         return v.new_empty(v.shape), state
+    if not nf.maybe_bad(q, k, v, i, log_f, *state):
+        return run(q, k, v, i, log_f, state)
     C0, n0, m0 = state
     bad_q, bad_k, bad_v = nf.bad(q).any(-1), nf.bad(k), nf.bad(v)
     bad_gate = torch.isnan(i) | (i == float("inf")) | torch.isnan(log_f)
