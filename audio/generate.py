@@ -3,9 +3,10 @@
     ssmkit generate --checkpoint CKPT --seconds 1 --n 8 --out samples/ [--temperature 1 --top-p 1 --batch-size 16]
 
 Samples start from the silence code 128 and are drawn one sample at a time with `model.step` (batched), from the
-softmax of logits / temperature restricted to the top-p nucleus. Each sample's own log-likelihood under the model
-(temperature 1, no nucleus) is accumulated as it is drawn; files are ranked by it (best first, as SaShiMi's
-`generate.py` does) and written as `rank{k}_nll{bits}.wav` (PCM 16-bit at the model's sample rate) and `.png`.
+softmax of logits / temperature restricted to the top-p nucleus (by the Gumbel-max trick: few ops per step). Each
+sample's own log-likelihood under the model (temperature 1, no nucleus) is accumulated as it is drawn; files are
+ranked by it (best first, as SaShiMi's `generate.py` does) and written as `rank{k}_nll{bits}.wav` (PCM 16-bit at the
+model's sample rate) and `.png`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from .quantize import SILENCE, decode
+from .quantize import N_CLASSES, SILENCE, decode
+
+GUMBEL_CHUNK = 1024  # steps of sampling noise drawn at once
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -59,17 +62,20 @@ def generate(model, n: int, length: int, temperature: float = 1.0, top_p: float 
             b = min(batch_size, n - start)
             state = model.initial_state(b)
             code = torch.full((b,), SILENCE, dtype=torch.long, device=device)
-            codes, ll = [], torch.zeros(b, dtype=torch.float64, device=device)
-            for _ in range(length):
+            codes, ll = [], torch.zeros(b, 1, dtype=torch.float64, device=device)
+            for t in range(length):
+                if t % GUMBEL_CHUNK == 0:  # Gumbel-max sampling: argmax(logits / T + G) ~ softmax(logits / T)
+                    u = torch.rand(min(GUMBEL_CHUNK, length - t), b, N_CLASSES, generator=gen)
+                    gumbel = (-torch.log(-torch.log(u))).to(device)
                 logits, state = model.step(code, state)
                 logits = logits.float()
-                probs = _nucleus(logits / temperature, top_p).softmax(-1)
-                code = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(device)
-                ll += F.log_softmax(logits, -1).gather(-1, code[:, None]).squeeze(-1).double()
+                code = (_nucleus(logits / temperature, top_p) + gumbel[t % GUMBEL_CHUNK]).argmax(-1)
+                ll += F.log_softmax(logits, -1).gather(-1, code[:, None])
                 codes.append(code)
-                bar.advance(task, b)
+                if t % 64 == 63 or t == length - 1:
+                    bar.update(task, completed=start * length + b * (t + 1))
             all_codes.append(torch.stack(codes, 1))
-            all_ll.append(ll / (length * math.log(2)))
+            all_ll.append(ll[:, 0] / (length * math.log(2)))
     model.train(was_training)
     return torch.cat(all_codes).cpu(), torch.cat(all_ll).cpu()
 

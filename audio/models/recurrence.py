@@ -13,6 +13,7 @@ The layer's activation, dropout and output Linear + GLU are then applied as in `
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssmkit.core.layers import S4, S4D
@@ -59,5 +60,8 @@ def ssm_step(layer: nn.Module, Mt: torch.Tensor, u: torch.Tensor, s: torch.Tenso
     -> (layer output (B, H), new s)."""
     v = torch.cat([s, u.unsqueeze(-1)], dim=-1).unsqueeze(-2)
     out = torch.matmul(v, Mt).squeeze(-2)
-    y = layer.output_linear(layer.dropout(layer.activation(out[..., -1])))
+    if layer.training:  # dropout active: go through the layer's modules
+        return layer.output_linear(layer.dropout(layer.activation(out[..., -1]))), out[..., :-1]
+    linear = layer.output_linear[0]  # inference: the same GELU -> Linear -> GLU without module-call overhead
+    y = F.glu(F.linear(F.gelu(out[..., -1]), linear.weight, linear.bias), dim=-1)
     return y, out[..., :-1]

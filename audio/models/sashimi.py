@@ -45,12 +45,18 @@ class _Residual(nn.Module):
         return x + self.dropout(self.layer(self.norm(x)))
 
     def step(self, x, state, Mt):
-        """x (B, d); `Mt` is the layer's fused recurrence (SSM blocks) or None; state the SSM's real state."""
+        """x (B, d); `Mt` is the layer's fused recurrence (SSM blocks) or None; state the SSM's real state.
+        In eval mode the norm and feed-forward are called functionally (no module-call overhead per sample)."""
+        norm = self.norm
+        h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         if self.is_ssm:
-            y, state = ssm_step(self.layer, Mt, self.norm(x), state)
+            y, state = ssm_step(self.layer, Mt, h, state)
+        elif self.training:
+            y = self.layer(h)
         else:
-            y = self.layer(self.norm(x))
-        return x + self.dropout(y), state
+            first, last = self.layer[0], self.layer[-1]
+            y = F.linear(F.gelu(F.linear(h, first.weight, first.bias)), last.weight, last.bias)
+        return x + (self.dropout(y) if self.training else y), state
 
 
 class _Stack(nn.Module):
