@@ -46,7 +46,7 @@ def time_steps(model, x, y, repeats):
         t0 = time.perf_counter()
         step_loss(model, x, y).backward()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), float(loss)
+    return statistics.median(times), loss.item()
 
 
 def main(argv=None):
