@@ -134,7 +134,7 @@ def summarise(runs: list, seq_len: int = 96) -> list:
             rs = [r for r in runs if (r["model"], r["dataset"], r["pred_len"]) == (model, dataset, H)]
             if not rs:
                 continue
-            vals = [r["best_val_mse"] for r in rs]
+            vals = [r.get("best_val_mse") for r in rs]
             per_h.append({"model": model, "dataset": dataset, "H": str(H), "seeds": len(rs),
                           "mse": _ms([r["mse"] for r in rs]), "mae": _ms([r["mae"] for r in rs]),
                           "published": published(base, dataset, H) if seq_len == 96 else None,
