@@ -6,6 +6,7 @@ Models with `step` (DNA-xLSTM) decode token by token; others (HyenaDNA) recomput
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import pathlib
 import sys
@@ -17,12 +18,22 @@ import torch
 from .tokenizer import A, T, DNATokenizer
 
 
+def _instantiate(value):
+    """LightningCLI stores init arguments as {class_path, init_args} (nested); build the objects."""
+    if isinstance(value, dict) and "class_path" in value:
+        module, name = value["class_path"].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: _instantiate(v) for k, v in (value.get("init_args") or {}).items()})
+    return value
+
+
 def load_pretrain_checkpoint(path):
-    """A DNAPretrainTask from its checkpoint (hyperparameters include the model), in eval mode."""
+    """A DNAPretrainTask from its checkpoint (the model is in the hyperparameters, as an object or, from
+    `ssmkit fit`, as a class_path config), in eval mode."""
     from .task import DNAPretrainTask
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     params = inspect.signature(DNAPretrainTask.__init__).parameters
-    kwargs = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in params}
+    kwargs = {k: _instantiate(v) for k, v in ckpt.get("hyper_parameters", {}).items() if k in params}
     if not isinstance(kwargs.get("model"), torch.nn.Module):
         raise ValueError(f"{path}: not a DNAPretrainTask checkpoint (no model in its hyperparameters)")
     task = DNAPretrainTask(**kwargs)

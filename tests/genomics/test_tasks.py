@@ -165,3 +165,17 @@ def test_genomics_configs_parse(config, capsys):
         lightning_cli(["fit", "--config", str(path), "--print_config"])
     assert e.value.code in (0, None)
     assert "class_path" in capsys.readouterr().out
+
+
+def test_genomics_checkpoint_from_cli_config_loads(tmp_path):
+    """`ssmkit fit` stores the model as {class_path, init_args}; sampling must rebuild it from that."""
+    from ssmkit.genomics.sample import load_pretrain_checkpoint
+    model = HyenaDNA(d_model=16, n_layer=1, l_max=34)
+    task = DNAPretrainTask(model)
+    hp = {"_class_path": "ssmkit.genomics.task.DNAPretrainTask", "objective": "clm",
+          "model": {"class_path": "ssmkit.genomics.models.hyenadna.HyenaDNA",
+                    "init_args": {"d_model": 16, "n_layer": 1, "l_max": 34}}}
+    torch.save({"hyper_parameters": hp, "state_dict": task.state_dict()}, tmp_path / "cli.ckpt")
+    loaded = load_pretrain_checkpoint(tmp_path / "cli.ckpt")
+    ids = torch.randint(7, 11, (2, 20))
+    torch.testing.assert_close(loaded.model(ids), model.eval()(ids))
