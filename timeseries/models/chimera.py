@@ -63,14 +63,15 @@ class Chimera(Forecaster):
                  d_state: int = 8, expand: float = 1.0, kernel_size: int = 25,
                  trend_dt: Tuple[float, float] = (0.001, 0.01), seasonal_dt: Tuple[float, float] = (0.01, 0.1),
                  kernel_dim: int = 32, n_kernels: int = 8, dropout: float = 0.1, use_norm: bool = True,
-                 kernel_method: str = "recurrence"):
+                 kernel_method: str = "squaring"):
         super().__init__()
         self.seq_len, self.pred_len, self.enc_in = seq_len, pred_len, enc_in
         self.kernel_size, self.use_norm = kernel_size, use_norm
         self.trend = ChimeraHead(d_model, e_layers, d_state, expand, trend_dt, dropout)
         self.seasonal = ChimeraHead(d_model, e_layers, d_state, expand, seasonal_dt, dropout)
         self.norm = nn.LayerNorm(d_model)
-        # kernel_method: the decoder's companion Krylov columns by recurrence (default) or dense squaring
+        # kernel_method: the decoder's companion Krylov columns by dense squaring (default: at 8 kernels x d = 32
+        # it is cheaper than the step-by-step recurrence: 6.9 s vs 25 s per H = 720 step, timeseries_speed.py)
         self.decoder = ClosedLoopCompanionSSM(d_model, kernel_dim, n_kernels, kernel_method=kernel_method)
         self.output = nn.Linear(d_model, 1)
 
