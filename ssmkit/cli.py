@@ -18,6 +18,7 @@ USAGE = """usage: ssmkit [--version] {fit,validate,test,predict,demo,bench,forec
   demo                       short training tour of every installed domain, ends with a summary table
   bench NAME                 run benchmarks/NAME.py (scan, ssd, longconv, scan2d, ...) from a source checkout
   forecast                   --checkpoint CKPT --csv FILE --out OUT.csv [--plot OUT.png]: next H steps of a series
+  forecast fit               --csv FILE --target COL --horizon H [--model s_mamba]: train, test, plot a forecast
   genome build|info          FASTA/GenBank files -> zarr genome store; what a store holds
   dna sample                 sample DNA sequences from a causal DNA language model checkpoint
   generate                   generate audio (WAV + spectrogram) from a SaShiMi checkpoint
