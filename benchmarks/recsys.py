@@ -82,37 +82,41 @@ def inference_latency(task, dm, repeats: int = 3) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def streaming_latency(model, users: int = 1, history: int = 50, repeats: int = 20):
-    """Seconds per new interaction when `users` users each get one: `step` (state update + scores over all items)
-    vs re-encoding each user's whole `history`-item history (+ scores); divided by `users`."""
+def streaming_latency(model, users: int = 1, history: int = 50, repeats: int = 20, score: bool = True):
+    """Seconds per new interaction when `users` users each get one: `step` vs re-encoding each user's whole
+    `history`-item history, both followed by scores over all items when `score`; divided by `users`."""
     model = model.eval()
     items = torch.randint(1, model.n_items + 1, (users, history))
     times = torch.cumsum(torch.rand(users, history, dtype=torch.float64) * 86400 * 30, 1)
     lengths = torch.full((users,), history)
+    finish = model.scores if score else (lambda h: h)
     with torch.inference_mode():
         state = model.initial_state(users)
         for t in range(history - 1):
             _, state = model.step(items[:, t], state, times[:, t])
-        model.scores(model.step(items[:, -1], state, times[:, -1])[0])
+        finish(model.step(items[:, -1], state, times[:, -1])[0])
         t0 = time.perf_counter()
         for _ in range(repeats):
-            model.scores(model.step(items[:, -1], state, times[:, -1])[0])
+            finish(model.step(items[:, -1], state, times[:, -1])[0])
         step = (time.perf_counter() - t0) / repeats
-        model(items, lengths, times)
+        finish(model.encode(items, lengths, times))
         t0 = time.perf_counter()
         for _ in range(repeats):
-            model(items, lengths, times)
+            finish(model.encode(items, lengths, times))
         encode = (time.perf_counter() - t0) / repeats
     return step / users, encode / users
 
 
 def streaming_row(model) -> dict:
-    """Per-interaction streaming latency for 1 user and for 256 users updated together (ms), and speed-ups."""
+    """Per-interaction streaming latency (ms) for 1 user and for 256 users updated together, with the top-k
+    scoring over all items (`_scored`, what a server returns) and for the state update alone."""
     row = {}
     for users in (1, 256):
-        step, encode = streaming_latency(model, users)
-        row.update({f"step_ms_{users}u": 1e3 * step, f"reencode50_ms_{users}u": 1e3 * encode,
-                    f"speedup_{users}u": encode / step})
+        for score in (True, False):
+            step, encode = streaming_latency(model, users, score=score)
+            tag = f"{users}u" + ("_scored" if score else "")
+            row.update({f"step_ms_{tag}": 1e3 * step, f"reencode50_ms_{tag}": 1e3 * encode,
+                        f"speedup_{tag}": encode / step})
     return row
 
 
@@ -185,6 +189,10 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
     return row, dm
 
 
+def model_streams(rows) -> bool:
+    return "step_ms_1u_scored" in rows[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="interaction file (.inter[.gz], u.data, *.txt[.gz])")
@@ -216,14 +224,16 @@ def main(argv=None):
         summary[model] = {m: (statistics.mean(r[m] for r in mine),
                               statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0) for m in METRICS}
     header = ("| model | seeds | " + " | ".join(METRICS)
-              + " | s/epoch | epochs | infer s/batch | step ms (1 user) | re-encode 50 ms (1 user) |")
+              + " | s/epoch | epochs | infer s/batch | step+scores ms (1 user) | re-encode 50+scores ms (1 user) |")
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     print("| MostPop | - | " + " | ".join(f"{pop[m]:.4f}" for m in METRICS) + " | - | - | - | - | - |")
     for model in args.models:
         mine = [r for r in rows if r["model"] == model]
         cells = [f"{summary[model][m][0]:.4f} ± {summary[model][m][1]:.4f}" for m in METRICS]
-        step = (f"{statistics.mean(r['step_ms_1u'] for r in mine):.2f} | "
-                f"{statistics.mean(r['reencode50_ms_1u'] for r in mine):.2f}") if "step_ms_1u" in mine[0] else "- | -"
+        step = "- | -"
+        if model_streams(mine):
+            step = (f"{statistics.mean(r['step_ms_1u_scored'] for r in mine):.2f} | "
+                    f"{statistics.mean(r['reencode50_ms_1u_scored'] for r in mine):.2f}")
         print(f"| {model} | {len(mine)} | " + " | ".join(cells)
               + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f}"
               + f" | {'/'.join(str(r['epochs']) for r in mine)}"
@@ -247,13 +257,13 @@ def latency_main(args):
         for r in rows:
             print(f"| {r['model']} | {r['params']} | {r['sec_per_train_step']:.2f} | {r['train_steps_per_epoch']} "
                   f"| {r['sec_per_epoch_est']:.0f} | {r['inference_sec_per_batch']:.2f} |")
-    print("| model | users updated together | step ms / interaction | re-encode 50 ms / interaction | speed-up |\n"
-          "|---|---|---|---|---|")
+    print("| model | users updated together | scores over all items | step ms / interaction "
+          "| re-encode 50 ms / interaction | speed-up |\n|---|---|---|---|---|---|")
     for r in rows:
-        for u in (1, 256):
-            if f"step_ms_{u}u" in r:
-                print(f"| {r['model']} | {u} | {r[f'step_ms_{u}u']:.3f} | {r[f'reencode50_ms_{u}u']:.3f} "
-                      f"| {r[f'speedup_{u}u']:.1f}x |")
+        for tag in ("1u_scored", "1u", "256u_scored", "256u"):
+            if f"step_ms_{tag}" in r:
+                print(f"| {r['model']} | {tag.split('u')[0]} | {'yes' if 'scored' in tag else 'no'} "
+                      f"| {r[f'step_ms_{tag}']:.3f} | {r[f'reencode50_ms_{tag}']:.3f} | {r[f'speedup_{tag}']:.1f}x |")
     pop = most_pop(dm)
     print("MostPop test: " + ", ".join(f"{m} {pop[m]:.4f}" for m in METRICS))
     out = pathlib.Path(args.out)
