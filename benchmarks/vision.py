@@ -1,11 +1,16 @@
-"""Vision backbones on CPU: inference images/s and peak memory of each tiny preset next to timm's DeiT-Ti at
-224 px, and Vim-Ti vs DeiT-Ti peak memory as the resolution grows (the paper's linear-vs-quadratic claim).
+"""CPU inference speed of the vision backbones next to the models they replace, and how it scales with resolution.
 
-Each measurement runs in a fresh process with a fixed glibc mmap threshold (so freed tensors leave RSS); peak
-memory is the growth of the peak RSS (VmHWM, reset through /proc/self/clear_refs) during the first forward at
-the measured size (after a 64 px warm-up that loads kernels), i.e. activations and workspace, not weights.
-Prints two tables and writes benchmarks/results/vision.json.
-    python benchmarks/vision.py [--threads 2] [--batch 8] [--repeats 3] [--sizes 224 512 768]
+One run measures img/s and ms/img (batch 1 by default, `torch.inference_mode`, best of --repeats after a warm-up)
+for vim_tiny, vssd_micro, spatialmamba_tiny, deit_tiny and resnet18 at each --threads count and --sizes
+resolution, plus the activation peak memory. Vim and DeiT take any size through their position-embedding
+resampling (dynamic_img_size); the hierarchical models and ResNet take any size as they are. It reports the
+Vim-Ti / DeiT-Ti speed ratio per size and thread count and the crossover resolution (the smallest measured size
+from which Vim-Ti is faster), the Vim paper's claim tested on CPU.
+
+Each measurement runs in a fresh process (fixed glibc mmap threshold, so freed tensors leave RSS); peak memory is
+the growth of VmHWM during the first forward at the measured size (after a 64 px warm-up that loads kernels).
+    python benchmarks/vision.py [--threads 1 2] [--sizes 224 512 768 1024] [--batch 1] [--repeats 3]
+        [--models ...] [--out FILE.json]     (default output: vision_speed.json in the system temp folder)
 """
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-TINY = ["vim_tiny_patch16_224", "vssd_tiny", "spatialmamba_tiny", "deit_tiny_patch16_224"]
-SCALING = ["vim_tiny_patch16_224", "deit_tiny_patch16_224"]
+MODELS = ["vim_tiny_patch16_224", "vssd_micro", "spatialmamba_tiny", "deit_tiny_patch16_224", "resnet18"]
+VIM, DEIT = "vim_tiny_patch16_224", "deit_tiny_patch16_224"
 
 
 def _status_kib(field: str) -> int:
@@ -30,7 +36,7 @@ def _status_kib(field: str) -> int:
 
 
 def child(name: str, size: int, batch: int, repeats: int, threads: int) -> dict:
-    """Build `name` for `size` px, run `repeats` timed forwards after a warm-up; report img/s and peak MiB."""
+    """Build `name`, run `repeats` timed forwards of a (batch, 3, size, size) input after a warm-up."""
     import timm
     import torch
 
@@ -40,8 +46,8 @@ def child(name: str, size: int, batch: int, repeats: int, threads: int) -> dict:
     kwargs = dict(dynamic_img_size=True) if name.startswith(("vim", "deit")) else {}
     model = timm.create_model(name, **kwargs).eval()
     x = torch.randn(batch, 3, size, size)
-    with torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))  # loads kernels; allocates little
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 64, 64))
         Path("/proc/self/clear_refs").write_text("5")
         base = _status_kib("VmRSS")
         model(x)
@@ -51,46 +57,76 @@ def child(name: str, size: int, batch: int, repeats: int, threads: int) -> dict:
             t0 = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t0)
-    return dict(model=name, size=size, batch=batch, img_per_s=batch / min(times), peak_mib=peak / 1024,
+    best = min(times)
+    return dict(model=name, size=size, batch=batch, threads=threads, img_per_s=batch / best,
+                ms_per_img=1000 * best / batch, peak_mib=peak / 1024,
                 params_m=sum(p.numel() for p in model.parameters()) / 1e6)
 
 
-def run(name, size, batch, repeats, threads) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+def measure(name: str, size: int, batch: int, repeats: int, threads: int) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, __file__, "--child", name, str(size), str(batch), str(repeats),
                           str(threads)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"{name} at {size}px failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{name} at {size} px failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def crossover(rows, threads: int):
+    """Smallest measured size from which Vim-Ti is faster than DeiT-Ti at every larger measured size, or None."""
+    ratio = {r["size"]: r["vim_over_deit"] for r in rows if r["threads"] == threads}
+    sizes = sorted(ratio)
+    for i, s in enumerate(sizes):
+        if all(ratio[t] > 1 for t in sizes[i:]):
+            return s
+    return None
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 768, 1024])
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 768])
+    p.add_argument("--models", nargs="+", default=MODELS, help="timm names (the ratio needs vim_tiny and deit_tiny)")
+    p.add_argument("--scaling-models", nargs="+", default=[VIM, DEIT],
+                   help="models measured at every size; the others only at the first size")
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "vision_speed.json"))
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         name, size, batch, repeats, threads = a.child
         print(json.dumps(child(name, int(size), int(batch), int(repeats), int(threads))))
         return
-    speed = [run(n, 224, a.batch, a.repeats, a.threads) for n in TINY]
-    print(f"\nCPU inference at 224 px, batch {a.batch}, {a.threads} threads (best of {a.repeats})")
-    print(f"{'model':<26}{'params (M)':>11}{'img/s':>9}{'peak MiB':>10}")
-    for r in speed:
-        print(f"{r['model']:<26}{r['params_m']:>11.2f}{r['img_per_s']:>9.1f}{r['peak_mib']:>10.0f}")
-    scaling = [run(n, s, 1, 1, a.threads) for s in a.sizes for n in SCALING]
-    print("\nPeak activation memory (MiB), batch 1, vs resolution")
-    print(f"{'size':>6}" + "".join(f"{n:>26}" for n in SCALING))
-    for s in a.sizes:
-        row = {r["model"]: r["peak_mib"] for r in scaling if r["size"] == s}
-        print(f"{s:>6}" + "".join(f"{row[n]:>26.0f}" for n in SCALING))
-    out = Path(__file__).parent / "results" / "vision.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), threads=a.threads,
-                                   speed=speed, scaling=scaling), indent=2))
+    results = []
+    for threads in a.threads:
+        for size in a.sizes:
+            for name in a.models:
+                if size != a.sizes[0] and name not in a.scaling_models:
+                    continue
+                results.append(measure(name, size, a.batch, a.repeats, threads))
+                r = results[-1]
+                print(f"{threads} thr {size:>5} px  {name:<24} {r['ms_per_img']:>9.1f} ms/img {r['img_per_s']:>8.2f} "
+                      f"img/s  peak {r['peak_mib']:>6.0f} MiB", flush=True)
+    ratios = []
+    for threads in a.threads:
+        for size in a.sizes:
+            got = {r["model"]: r for r in results if r["threads"] == threads and r["size"] == size}
+            if VIM in got and DEIT in got:
+                ratios.append(dict(threads=threads, size=size,
+                                   vim_over_deit=got[VIM]["img_per_s"] / got[DEIT]["img_per_s"]))
+    print(f"\nbatch {a.batch}, best of {a.repeats}; Vim-Ti / DeiT-Ti img/s (> 1: Vim faster)")
+    print(f"{'threads':>8}" + "".join(f"{s:>8}" for s in a.sizes) + f"{'crossover':>11}")
+    for threads in a.threads:
+        row = {r["size"]: r["vim_over_deit"] for r in ratios if r["threads"] == threads}
+        cross = crossover(ratios, threads)
+        print(f"{threads:>8}" + "".join(f"{row[s]:>8.2f}" if s in row else f"{'-':>8}" for s in a.sizes)
+              + f"{(str(cross) + ' px') if cross else 'none':>11}")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), batch=a.batch,
+                                   repeats=a.repeats, results=results, ratios=ratios,
+                                   crossover={t: crossover(ratios, t) for t in a.threads}), indent=2))
     print(f"\nwrote {out}")
 
 

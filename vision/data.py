@@ -206,6 +206,24 @@ def load_rgb(path: str):
         raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
 
 
+def _posterize(img, bits_to_keep, **_):
+    """timm's posterize with Pillow < 13's result for 0 bits (a black image): Pillow 13 raises for bits < 1, which
+    RandAugment's increasing posterize reaches whenever the sampled magnitude is clipped at 10."""
+    from PIL import ImageOps
+    if bits_to_keep >= 8:
+        return img
+    return img.point(lambda _: 0) if bits_to_keep < 1 else ImageOps.posterize(img, bits_to_keep)
+
+
+def with_safe_posterize(transform):
+    """Point every posterize op of the RandAugment / AutoAugment stages in `transform` at `_posterize`."""
+    for stage in getattr(transform, "transforms", []):
+        for op in getattr(stage, "ops", []) + [o for sub in getattr(stage, "policy", []) for o in sub]:
+            if op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
+    return transform
+
+
 class ImageFolderDataModule(ResumableDataModule):
     """`root/train/<class>/*` and `root/val/<class>/*` image trees (torchvision ImageFolder) with timm's
     `create_transform` (training augmentation on train, resize + centre crop on val; val doubles as test).
@@ -239,7 +257,7 @@ class ImageFolderDataModule(ResumableDataModule):
         common = dict(input_size=h.img_size, mean=tuple(h.mean), std=tuple(h.std), interpolation=h.interpolation)
         augment = create_transform(is_training=True, auto_augment=h.auto_augment, color_jitter=h.color_jitter,
                                    re_prob=h.re_prob, re_mode=h.re_mode, hflip=h.hflip, scale=tuple(h.scale), **common)
-        train = ImageFolder(str(self.root / "train"), augment, loader=load_rgb)
+        train = ImageFolder(str(self.root / "train"), with_safe_posterize(augment), loader=load_rgb)
         val = ImageFolder(str(self.root / "val"), create_transform(is_training=False, crop_pct=h.crop_pct, **common),
                           loader=load_rgb)
         if train.classes != val.classes:

@@ -119,3 +119,23 @@ def test_ssmkit_export_round_trips_the_trained_checkpoint_pt2(trained, tmp_path)
 @pytest.mark.slow
 def test_ssmkit_export_round_trips_the_trained_checkpoint_onnx(trained, tmp_path):
     _round_trip(trained, "onnx", tmp_path)
+
+
+def test_randaugment_posterize_at_full_magnitude_gives_black_instead_of_raising():
+    """Pillow 13 rejects posterize(bits=0), which timm's increasing posterize asks for at magnitude 10; the data
+    module keeps the older Pillow result (all bits cleared)."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from ssmkit.vision.data import with_safe_posterize
+
+    img = Image.fromarray(np.arange(3 * 16 * 16, dtype=np.uint8).reshape(16, 16, 3))
+    transform = with_safe_posterize(create_transform(16, is_training=True, auto_augment="rand-m10-n1-mstd0-inc1"))
+    ops = [op for stage in transform.transforms for op in getattr(stage, "ops", [])]
+    posterize = next(op for op in ops if op.name == "PosterizeIncreasing")
+    assert posterize.level_fn(10, posterize.hparams) == (0,)  # what Pillow 13 refuses
+    assert np.asarray(posterize.aug_fn(img, 0)).max() == 0
+    assert np.array_equal(np.asarray(posterize.aug_fn(img, 3)), np.asarray(img) & 0b11100000)
+    seed(0)
+    for _ in range(200):  # magnitude 10 every time, one op per image: posterize comes up about 13 times
+        transform(img)
