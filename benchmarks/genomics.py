@@ -66,7 +66,7 @@ def _speed_point(kind: str, L: int, threads: int, repeats: int) -> dict:
 
 def speed(args) -> dict:
     rows = []
-    for kind in ("hyenadna", "transformer"):
+    for kind in args.models:
         last = 0.0
         for L in args.lengths:
             if last > args.max_seconds:
@@ -224,7 +224,8 @@ def finetune_one(name, seed, args, workdir) -> dict:
                         num_sanity_val_steps=0, gradient_clip_val=1.0)
     t0 = time.perf_counter()
     trainer.fit(task, data)
-    metrics = trainer.test(task, data, ckpt_path=ckpt.best_model_path or None, verbose=False)[0]
+    # our own checkpoint, holding the backbone object in its hyperparameters: not a weights-only file
+    metrics = trainer.test(task, data, ckpt_path=ckpt.best_model_path or None, verbose=False, weights_only=False)[0]
     params = sum(p.numel() for p in task.parameters())
     return {"model": name, "seed": seed, "params": params, "seconds": time.perf_counter() - t0,
             **{k.split("/")[1]: float(v) for k, v in metrics.items() if k.startswith("test/")},
@@ -234,8 +235,8 @@ def finetune_one(name, seed, args, workdir) -> dict:
 def finetune(args) -> dict:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed-major: an interrupted run still has every model for the first seeds
+            for name in args.models:
                 run = finetune_one(name, seed, args, f"{tmp}/{name}_{seed}")
                 runs.append(run)
                 print(f"{name:>20} seed {seed}: acc {run['accuracy']:.4f} mcc {run['mcc']:.4f} "
@@ -257,6 +258,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--models", nargs="+", default=["hyenadna", "transformer"], choices=["hyenadna", "transformer"])
     p = sub.add_parser("markov")
     p.add_argument("--store", required=True)
     p.add_argument("--checkpoint")
