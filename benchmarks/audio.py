@@ -38,24 +38,31 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _step_rate(model, batch: int, steps: int) -> float:
+def _rates(fn, samples: int) -> tuple:
+    """(samples per wall second, samples per CPU second of this process) of one call of fn: on a shared machine
+    the CPU-time rate is what the code does with the core it gets, the wall rate what the user waits."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return samples / (time.perf_counter() - w0), samples / (time.process_time() - c0)
+
+
+def _step_rate(model, batch: int, steps: int) -> tuple:
     """Samples per second generated with the recurrent step (sampling included), after a short warm-up."""
     generate(model, batch, 16, batch_size=batch, seed=0, progress=False)
-    t0 = time.perf_counter()
-    generate(model, batch, steps, batch_size=batch, seed=0, progress=False)
-    return batch * steps / (time.perf_counter() - t0)
+    return _rates(lambda: generate(model, batch, steps, batch_size=batch, seed=0, progress=False), batch * steps)
 
 
 @torch.inference_mode()
-def _prefix_rate(model, steps: int) -> float:
+def _prefix_rate(model, steps: int) -> tuple:
     """Samples per second at batch 1 when each new sample re-runs the convolutional forward over the whole prefix."""
-    codes = torch.full((1, 1), SILENCE, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        probs = model(codes)[:, -1].float().softmax(-1)
-        codes = torch.cat([codes, torch.multinomial(probs, 1, generator=gen)], dim=1)
-    return steps / (time.perf_counter() - t0)
+
+    def run():
+        codes = torch.full((1, 1), SILENCE, dtype=torch.long)
+        for _ in range(steps):
+            probs = model(codes)[:, -1].float().softmax(-1)
+            codes = torch.cat([codes, torch.multinomial(probs, 1, generator=gen)], dim=1)
+    return _rates(run, steps)
 
 
 def _train_rate(task, batch: int, window: int, repeats: int = 3) -> float:
@@ -80,14 +87,18 @@ def speed(args) -> dict:
     task = AutoregressiveAudioTask({"class_path": "ssmkit.audio.SaShiMi", "preset": args.preset}, scheduler=None)
     model = task.model.eval()
     rows = {"preset": args.preset, "params": _params(model), "steps": args.steps}
-    rows["step_batch1_samples_per_s"] = _step_rate(model, 1, args.steps)
-    rows["step_batch16_samples_per_s"] = _step_rate(model, 16, args.steps // 4)
-    rows["prefix_recompute_batch1_samples_per_s"] = _prefix_rate(model, args.steps)
+    for name, (wall, cpu) in (("step_batch1", _step_rate(model, 1, args.steps)),
+                              ("step_batch16", _step_rate(model, 16, args.steps // 4)),
+                              ("prefix_recompute_batch1", _prefix_rate(model, args.steps))):
+        rows[f"{name}_samples_per_s"], rows[f"{name}_samples_per_cpu_s"] = wall, cpu
     rows["step_over_recompute"] = rows["step_batch1_samples_per_s"] / rows["prefix_recompute_batch1_samples_per_s"]
+    rows["step_over_recompute_cpu"] = (rows["step_batch1_samples_per_cpu_s"]
+                                       / rows["prefix_recompute_batch1_samples_per_cpu_s"])
     for rate in (8000, 16000):  # seconds of compute per second of audio, batch 1 (< 1: faster than real time)
         rows[f"real_time_factor_{rate // 1000}khz_batch1"] = rate / rows["step_batch1_samples_per_s"]
     rows["train_samples_per_s"] = _train_rate(task, args.train_batch, args.train_window)
     rows["train_shape"] = [args.train_batch, args.train_window]
+    rows["load_average_1min_at_end"] = os.getloadavg()[0]
     return rows
 
 

@@ -56,12 +56,11 @@ def fused_matrix(layer: nn.Module) -> torch.Tensor:
 
 
 def ssm_step(layer: nn.Module, Mt: torch.Tensor, u: torch.Tensor, s: torch.Tensor):
-    """One step of the frozen layer: u (B, H), real state s (B, H, n) (zeros at the start; n = the layer's d_state)
-    -> (layer output (B, H), new s)."""
-    v = torch.cat([s, u.unsqueeze(-1)], dim=-1).unsqueeze(-2)
-    out = torch.matmul(v, Mt).squeeze(-2)
+    """One step of the frozen layer: u (B, H), real state s (H, B, n) (channel-major, so the per-channel products
+    are one bmm with no broadcast copies; zeros at the start; n = the layer's d_state) -> (layer output (B, H), s)."""
+    out = torch.bmm(torch.cat([s, u.t().unsqueeze(-1)], dim=-1), Mt)  # (H, B, n + 1)
+    z = out[..., -1].t()
     if layer.training:  # dropout active: go through the layer's modules
-        return layer.output_linear(layer.dropout(layer.activation(out[..., -1]))), out[..., :-1]
+        return layer.output_linear(layer.dropout(layer.activation(z))), out[..., :-1]
     linear = layer.output_linear[0]  # inference: the same GELU -> Linear -> GLU without module-call overhead
-    y = F.glu(F.linear(F.gelu(out[..., -1]), linear.weight, linear.bias), dim=-1)
-    return y, out[..., :-1]
+    return F.glu(F.linear(F.gelu(z), linear.weight, linear.bias), dim=-1), out[..., :-1]

@@ -81,7 +81,7 @@ class _Stack(nn.Module):
         return x + y
 
     def initial_state(self, batch_size: int, d_state: int, like: torch.Tensor):
-        return tuple(like.new_zeros(batch_size, self.d, d_state) if b.is_ssm else None for b in self.blocks)
+        return tuple(like.new_zeros(self.d, batch_size, d_state) if b.is_ssm else None for b in self.blocks)
 
     def fused(self):
         return tuple(fused_matrix(b.layer) if b.is_ssm else None for b in self.blocks)

@@ -33,7 +33,7 @@ def test_fused_recurrence_matches_the_core_layer_step(cls):
     layer = cls(6, d_state=8).eval()
     x = torch.randn(3, 20, 6)
     Mt = fused_matrix(layer)
-    s_core, s_fused = layer.initial_state(3), torch.zeros(3, 6, 8)
+    s_core, s_fused = layer.initial_state(3), torch.zeros(6, 3, 8)
     with torch.no_grad():
         for t in range(20):
             y_core, s_core = layer.step(x[:, t], s_core)
