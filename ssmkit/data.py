@@ -131,9 +131,10 @@ class ResumableDataModule(L.LightningDataModule):
 
     def train_sampler(self, dataset: Sequence, batch_size: int, seed: int, shuffle: bool = True,
                       drop_last: bool = False) -> ResumableSampler:
-        """The training sampler for this rank, starting where a restored checkpoint left off."""
+        """The training sampler for this rank, starting where a restored checkpoint left off (the first sampler
+        made after the restore; later ones start their epochs at the beginning)."""
         rank, world = self.rank_and_world()
-        resume = self._resume or {"epoch": 0, "batches": 0}
+        resume, self._resume = self._resume or {"epoch": 0, "batches": 0}, None
         return ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
                                 drop_last=drop_last, skip_epoch=resume["epoch"],
                                 skip_samples=resume["batches"] * batch_size)

@@ -32,7 +32,7 @@ def test_sigkill_then_resume_from_last_equals_the_uninterrupted_run(tmp_path, ki
     data = runs.prepare_data(kind, tmp_path / "data")
     ckpts, marker = tmp_path / "ckpts", tmp_path / "paused"
 
-    def args(out):
+    def args(out, ckpts, marker):
         return runs.fit_args(kind, data, out, batch_size=8) + [
             '--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
             f'{{"dirpath": "{ckpts}", "every_n_train_steps": {every}, "save_last": true, "save_top_k": -1}}}}',
@@ -40,8 +40,11 @@ def test_sigkill_then_resume_from_last_equals_the_uninterrupted_run(tmp_path, ki
             f'{{"step": {kill_step}, "marker": "{marker}"}}}}']
 
     log = tmp_path / "killed.log"
-    proc = runs.start_fit(args(tmp_path / "killed"), log)
+    proc = runs.start_fit(args(tmp_path / "killed", ckpts, marker), log)
     try:
+        # the uninterrupted run, with the same callbacks (its pause marker exists already), while the other starts
+        (tmp_path / "no-pause").touch()
+        runs.fit_in_process(args(tmp_path / "full", tmp_path / "ckpts-full", tmp_path / "no-pause"))
         runs.wait_for(marker, proc, log)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -50,10 +53,8 @@ def test_sigkill_then_resume_from_last_equals_the_uninterrupted_run(tmp_path, ki
     assert (ckpts / "last.ckpt").exists()
     assert (ckpts / f"epoch={_epoch(kind, kill_step)}-step={kill_step}.ckpt").exists()
 
-    # the marker now exists, so neither run below pauses; the callback lists stay those of the killed run
-    runs.fit_in_process(args(tmp_path / "resumed") + ["--ckpt_path=last"])
-    (ckpts / "last.ckpt").unlink()  # the uninterrupted run writes its own
-    runs.fit_in_process(args(tmp_path / "full"))
+    # the marker now exists, so the resumed run does not pause
+    runs.fit_in_process(args(tmp_path / "resumed", ckpts, marker) + ["--ckpt_path=last"])
 
     full, resumed = runs.metrics(tmp_path / "full"), runs.metrics(tmp_path / "resumed")
     assert resumed and min(int(r["step"]) for r in resumed) >= kill_step - 1
