@@ -116,6 +116,6 @@ class Hydra(nn.Module):
                                    groups(B_f), groups(C_f), groups(B_b), groups(C_b), self.dt_bias.to(f),
                                    self.dt_limit, chunk, self.backend,
                                    self.init_states.to(f) if self.learnable_init_states else None)
-        diag = self.fc_D(x) + self.D                                      # (batch, L, H), data-dependent
+        diag = self.fc_D(x) + self.D.to(x.dtype)                          # (batch, L, H), data-dependent
         y = (y_fw + y_bw + xh * diag.unsqueeze(-1)).flatten(-2)
         return self.out_proj(self.norm(y, z))

@@ -109,3 +109,11 @@ def test_shifted_scans_start_both_directions_from_the_initial_state():
     bw = _direction(x.flip(1), F.softplus(dt_b + bias).flip(1), A, B_b.flip(1), C_b.flip(1), h0b).flip(1)
     torch.testing.assert_close(y_fw, F.pad(fw[:, :-1], (0, 0, 0, 0, 1, 0)), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y_bw, F.pad(bw[:, 1:], (0, 0, 0, 0, 0, 1)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls,kw", [(Mamba, dict(d_state=4)), (Mamba2, dict(headdim=8)), (Hydra, dict(headdim=8))])
+def test_bf16_factory_layers_run_in_bf16(cls, kw):
+    """D (and Mamba's A_log) stay fp32 as in the references; a bf16 input still gives a bf16 output."""
+    layer = cls(16, dtype=torch.bfloat16, **kw)
+    y = layer(torch.randn(2, 5, 16, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
