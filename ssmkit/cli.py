@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-USAGE = """usage: ssmkit [--version] {fit,validate,test,predict,demo,bench,forecast,genome,dna,generate,recommend} ...
+USAGE = """usage: ssmkit [--version]
+              {fit,validate,test,predict,demo,bench,forecast,genome,dna,generate,recommend,export} ...
 
   fit|validate|test|predict  LightningCLI on a config: --config FILE, --print_config, dotted overrides
   demo                       short training tour of every installed domain, ends with a summary table
@@ -23,6 +24,7 @@ USAGE = """usage: ssmkit [--version] {fit,validate,test,predict,demo,bench,forec
   dna sample                 sample DNA sequences from a causal DNA language model checkpoint
   generate                   generate audio (WAV + spectrogram) from a SaShiMi checkpoint
   recommend                  top-k items for histories, or streaming updates, from a recommender checkpoint
+  export                     --model NAME [--checkpoint CKPT] --format onnx|pt2 --out FILE: checked against eager
 """
 
 # Verbs other than LightningCLI's: name -> "module:function", the function takes argv[1:] and returns the exit code.
