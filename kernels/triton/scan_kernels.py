@@ -23,14 +23,15 @@ def _combine(a1, b1, a2, b2):
 
 @triton.jit
 def _softplus(x):
-    # torch.nn.functional.softplus (threshold 20); log(1 + e) loses e below ~1e-7, so use e there
-    e = tl.exp(tl.minimum(x, 20.0))
+    # torch.nn.functional.softplus (threshold 20); log(1 + e) loses e below ~1e-7, so use e there.
+    # The clamp is a select, not tl.minimum (which may return 20 for a NaN x): softplus(NaN) stays NaN.
+    e = tl.exp(tl.where(x > 20.0, 20.0, x))
     return tl.where(x > 20.0, x, tl.where(x < -15.0, e, tl.log(1.0 + e)))
 
 
 @triton.jit
 def _softplus_grad(x):
-    e = tl.exp(tl.minimum(x, 20.0))
+    e = tl.exp(tl.where(x > 20.0, 20.0, x))
     return tl.where(x > 20.0, 1.0, e / (e + 1.0))
 
 
@@ -118,7 +119,8 @@ def selective_scan_fwd_kernel(
         bu = (dt * u)[:, None, :] * Bt
         acum, bcum = tl.associative_scan((a, bu), axis=2, combine_fn=_combine)
         hs = acum * h[:, :, None] + bcum
-        y = tl.sum(Ct * hs, axis=1)
+        # padded state lanes add nothing (0 * h would be NaN once a non-finite dt or u reached their h)
+        y = tl.sum(tl.where(mask_n[None, :, None], Ct * hs, 0.0), axis=1)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_Z:
