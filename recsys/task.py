@@ -140,9 +140,15 @@ class SequentialRecTask(TaskBase):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         info = checkpoint.get("recsys")
-        if info:
-            self.model.grow_items(len(info["item_ids"]))
-            self.item_ids = list(info["item_ids"])
+        if not info:
+            return
+        ids = list(info["item_ids"])
+        if self.item_ids and self.item_ids != ids:
+            raise ValueError(f"the data's item map ({len(self.item_ids)} items) differs from the checkpoint's "
+                             f"({len(ids)} items): pass the checkpoint's map, SequentialDataModule(item_map="
+                             f"'<run folder>/item_map.json'), or --model.init_from to fine-tune")
+        self.model.grow_items(len(ids))
+        self.item_ids = ids
 
     # steps
     def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -102,4 +102,16 @@ def test_fine_tuning_grows_items_keeps_old_rows_and_improves(tmp_path):
         assert w.shape == (23, 16) and torch.equal(w[:16], old_rows)
     assert after["test/ndcg@10"] > before["test/ndcg@10"] + 0.1
     assert after["test/hr@10"] > before["test/hr@10"]
-    assert (tmp_path / "ft8" / "lightning_logs" / "version_0" / "item_map.json").is_file()
+    item_map = tmp_path / "ft8" / "lightning_logs" / "version_0" / "item_map.json"
+    assert item_map.is_file()
+    tuned_ckpt = tmp_path / "tuned.ckpt"
+    _trainer(tmp_path, 1, "save").validate(tuned, dm, verbose=False)
+    tuned.trainer.save_checkpoint(tuned_ckpt)
+    fresh = lambda: SequentialRecTask(Mamba4Rec(hidden_size=16, d_state=8))  # noqa: E731
+    with pytest.raises(ValueError, match="item map"):   # the new file alone maps items in another order
+        _trainer(tmp_path, 1, "t1").test(fresh(), SequentialDataModule(str(ft), user_min=1, item_min=1),
+                                         ckpt_path=str(tuned_ckpt), verbose=False)
+    again = _trainer(tmp_path, 1, "t2").test(fresh(), SequentialDataModule(str(ft), user_min=1, item_min=1,
+                                                                            item_map=str(item_map)),
+                                             ckpt_path=str(tuned_ckpt), verbose=False)[0]
+    assert again["test/ndcg@10"] == pytest.approx(after["test/ndcg@10"], abs=1e-6)
