@@ -6,6 +6,4 @@ from .sasrec import SASRec
 from .sigma import SIGMA
 from .tim4rec import TiM4Rec
 
-MODELS = {"sasrec": SASRec, "gru4rec": GRU4Rec, "mamba4rec": Mamba4Rec, "sigma": SIGMA, "tim4rec": TiM4Rec}
-
-__all__ = ["SequentialRecommender", "SASRec", "GRU4Rec", "Mamba4Rec", "SIGMA", "TiM4Rec", "MODELS"]
+__all__ = ["SequentialRecommender", "SASRec", "GRU4Rec", "Mamba4Rec", "SIGMA", "TiM4Rec"]
