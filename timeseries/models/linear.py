@@ -35,14 +35,22 @@ class _TimeLinear(nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
-def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float,
+              chunk: int = 1 << 16) -> Tuple[torch.Tensor, torch.Tensor]:
     """Least squares y ~ x W + b with penalty alpha * N * |W|^2 (bias not penalised), in float64.
-    x (N, L), y (N, H) -> (W (H, L), b (H,))."""
-    x, y = x.double(), y.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc + alpha * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    w = torch.linalg.solve(gram, xc.T @ yc)  # (L, H)
+    x (N, L), y (N, H) -> (W (H, L), b (H,)). Rows are taken `chunk` at a time (means first, then centred
+    cross-products), so only the (L, L) and (L, H) sums live in float64, not copies of x and y."""
+    n = len(x)
+    pieces = [(x[i:i + chunk], y[i:i + chunk]) for i in range(0, n, chunk)]
+    x_mean = sum(xi.double().sum(0) for xi, _ in pieces) / n
+    y_mean = sum(yi.double().sum(0) for _, yi in pieces) / n
+    gram = alpha * n * torch.eye(x.shape[1], dtype=torch.float64)
+    cross = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64)
+    for xi, yi in pieces:
+        xc = xi.double() - x_mean
+        gram += xc.T @ xc
+        cross += xc.T @ (yi.double() - y_mean)
+    w = torch.linalg.solve(gram, cross)  # (L, H)
     return w.T, y_mean - x_mean @ w
 
 
