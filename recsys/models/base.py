@@ -50,6 +50,14 @@ class SequentialRecommender(nn.Module):
     """
 
     streamable = False
+    PRESETS: Dict[str, Dict[str, Any]] = {}
+
+    @classmethod
+    def from_preset(cls, name: str, n_items: int = 0, **overrides) -> "SequentialRecommender":
+        """Build a named configuration of the original repository (see each class's PRESETS)."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known: {sorted(cls.PRESETS)}")
+        return cls(n_items=n_items, **{**cls.PRESETS[name], **overrides})
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64):
         super().__init__()

@@ -15,6 +15,7 @@ class GRU4Rec(SequentialRecommender):
     """GRU session recommender; `step` equals re-encoding the whole history."""
 
     streamable = True
+    PRESETS = {"recbole": {}}  # RecBole GRU4Rec.yaml defaults
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64, gru_size: int = 128, n_layers: int = 1,
                  dropout: float = 0.3):

@@ -46,6 +46,8 @@ class Mamba4Rec(SequentialRecommender):
     """Mamba sequential recommender; `step` equals re-encoding the whole history."""
 
     streamable = True
+    # the original config.yaml (1 layer, ML-1M), Amazon as its issue #8 (dropout 0.4, 2 layers)
+    PRESETS = {"paper": {}, "amazon": {"n_layers": 2, "dropout": 0.4}}
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 1, d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, dropout: float = 0.2):

@@ -37,6 +37,7 @@ class SelfAttention(nn.Module):
 
 class SASRec(SequentialRecommender):
     """Self-attentive sequential recommender; not streamable (attention re-reads the whole history)."""
+    PRESETS = {"recbole": {}}  # RecBole SASRec.yaml defaults
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 2, n_heads: int = 2,
                  inner_size: int = 256, hidden_dropout: float = 0.5, attn_dropout: float = 0.5, max_len: int = 50):

@@ -84,6 +84,7 @@ class SIGMALayer(nn.Module):
 
 class SIGMA(SequentialRecommender):
     """SIGMA with a length-aware partial flip (see the module docstring for the departures); not streamable."""
+    PRESETS = {"paper": {}}  # model/config.yaml: 1 layer, hidden 64, d_state 32, dropout 0.2
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 1, d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, dropout: float = 0.2, r: int = 5):

@@ -162,6 +162,10 @@ class TiM4Rec(SequentialRecommender):
     """
 
     streamable = True
+    # config4beauty_64d, config4movie_64d, config4movie_256d (d_state 64, head_dim 128)
+    PRESETS = {"beauty_64d": {"dropout": 0.4, "time_dropout": 0.0},
+               "movie_64d": {"dropout": 0.2, "time_dropout": 0.2},
+               "movie_256d": {"hidden_size": 256, "d_state": 64, "headdim": 128, "dropout": 0.2, "time_dropout": 0.2}}
 
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 2, d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, headdim: int = 32, chunk_size: int = 32, dropout: float = 0.2,

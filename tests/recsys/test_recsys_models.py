@@ -114,3 +114,14 @@ def test_grow_items_keeps_old_rows_exactly():
     assert model.spec()["init_args"]["n_items"] == N_ITEMS + 7
     with pytest.raises(ValueError, match="shrink"):
         model.grow_items(3)
+
+
+def test_presets_build_the_original_configurations():
+    m = TiM4Rec.from_preset("movie_256d", n_items=5)
+    assert (m.hidden_size, m.d_state, m.headdim, m.nheads, m.n_layers) == (256, 64, 128, 4, 2)
+    assert Mamba4Rec.from_preset("amazon").n_layers == 2 and Mamba4Rec.from_preset("paper").n_layers == 1
+    assert SIGMA.from_preset("paper", dropout=0.3).dropout == 0.3
+    for cls in (SASRec, GRU4Rec):
+        assert cls.from_preset("recbole").hidden_size == 64
+    with pytest.raises(ValueError, match="unknown SASRec preset"):
+        SASRec.from_preset("huge")
