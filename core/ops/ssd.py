@@ -255,7 +255,30 @@ def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: 
         impl = _ssd_chunked
     if getattr(impl, "takes_backward_impl", False):  # the Triton SSD differentiates by re-running this chunked form
         impl = functools.partial(impl, backward_impl=_ssd_chunked)
+    if impl is not _ssd_chunked and nf.maybe_bad(x, dt, dt_bias, A, B, C, initial_states):
+        return _around_nonfinite(impl, **kwargs)  # _ssd_chunked does this inside; the kernels get clean inputs
     return impl(**kwargs)
+
+
+def _around_nonfinite(impl, x, dt, A, B, C, dt_bias, dt_softplus, dt_limit, initial_states, seq_idx,
+                      return_final_states, **rest):
+    """Run an accelerated SSD on inputs whose non-finite entries are zeroed (dt prepared here, in the state dtype)
+    and put NaN back where the recurrence carries them, as `_ssd_chunked` does: the kernels' chunk matrices would
+    otherwise send a NaN back in time and across packed sequences. (On an accelerator every call comes here:
+    asking whether an input is finite would synchronise the device.)"""
+    f = state_dtype(x)
+    batch, L, H, P = x.shape
+    dt = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, f)
+    h0 = (initial_states if initial_states is not None
+          else torch.zeros(batch, H, P, B.shape[-1], dtype=f, device=x.device))
+    bad_x, bad_dt = nf.bad(x), nf.bad(dt)
+    bads = (bad_x | bad_dt.unsqueeze(-1), torch.isnan(dt * A.to(f)) | bad_dt, nf.bad(B), nf.bad(C), nf.bad(h0))
+    out = impl(x=nf.clean(x, bad_x), dt=nf.clean(dt, bads[1]), A=A, B=nf.clean(B, bads[2]), C=nf.clean(C, bads[3]),
+               dt_bias=None, dt_softplus=False, dt_limit=DEFAULT_DT_LIMIT, seq_idx=seq_idx,
+               initial_states=None if initial_states is None else nf.clean(initial_states, bads[4]),
+               return_final_states=True, **rest)
+    y, h = _poison_nonfinite(*out, bads, None if seq_idx is None else _resets(seq_idx), H // B.shape[2])
+    return (y, h) if return_final_states else y
 
 
 def _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit):
