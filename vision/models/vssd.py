@@ -14,7 +14,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ssmkit.core.init import init_dt_bias, set_optim
+from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
 from ssmkit.core.ops import ssd_noncausal
 
 from ._capture import capturing, shape_str
@@ -46,7 +46,7 @@ class NonCausalSSD(nn.Module):
         self.conv2d = nn.Conv2d(conv_dim, conv_dim, d_conv, padding=(d_conv - 1) // 2, groups=conv_dim,
                                 bias=conv_bias)
         self.dt_bias = nn.Parameter(init_dt_bias(num_heads, dt_min, dt_max, dt_init_floor))
-        self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(*A_init_range).log())
+        self.A_log = nn.Parameter(mamba2_A_log(num_heads, A_init_range))
         self.D = nn.Parameter(torch.ones(num_heads))
         for p in (self.dt_bias, self.A_log, self.D):
             set_optim(p, weight_decay=0.0)
