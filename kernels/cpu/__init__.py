@@ -8,7 +8,8 @@ from __future__ import annotations
 from .. import BackendUnavailable
 
 # op -> (extension name, C++ sources in this folder)
-_SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"])}
+_SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
+            "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"])}
 _CALLABLES = {}
 
 
@@ -35,6 +36,10 @@ def load(op, device):
         from .scan import make_selective_scan
 
         fn = make_selective_scan(ext)
+    elif op == "bimamba_scan":
+        from .bimamba import make_bimamba_scan
+
+        fn = make_bimamba_scan(ext)
     else:  # pragma: no cover - every op in _SOURCES has a wrapper above
         raise BackendUnavailable(f"cpp backend has no {op} kernel")
     _CALLABLES[op] = fn

@@ -24,6 +24,7 @@ from timm.models._features import feature_take_indices
 
 from ssmkit.core.blocks import RMSNorm
 from ssmkit.core.layers import BiMamba
+from ssmkit.core.ops.bimamba_scan import bimamba_scan
 
 from ._capture import capturing, shape_str
 
@@ -62,7 +63,30 @@ class VimMixer(BiMamba):
 
     @torch.jit.unused
     def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_ops(x) if capturing() else BiMamba.forward(self, x)
+        if capturing():
+            return self.forward_ops(x)
+        if not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.float64):
+            return self.forward_fused(x)
+        return BiMamba.forward(self, x)
+
+    @torch.jit.unused
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: both directions in one `bimamba_scan` over the time-ordered layer outputs. The backward
+        branch's causal conv of the flipped sequence is the anti-causal conv (right padding, reversed taps) of
+        the sequence itself, so nothing is flipped or transposed into a copy."""
+        di, R, W = self.conv1d.weight.shape[0], self.dt_proj.weight.shape[1], self.conv1d.weight.shape[-1]
+        xz = self.in_proj(x)                                                        # (B, L, 2 d_inner)
+        xs = xz[..., :di].transpose(1, 2).contiguous()  # one copy: depthwise conv1d is slow on a transposed view
+        u_f = F.silu(F.conv1d(F.pad(xs, (W - 1, 0)), self.conv1d.weight, self.conv1d.bias, groups=di))
+        u_b = F.silu(F.conv1d(F.pad(xs, (0, W - 1)), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=di))
+        bc_f = F.linear(u_f.transpose(1, 2), self.x_proj.weight)                  # (B, L, R + 2N): dt, B, C
+        bc_b = F.linear(u_b.transpose(1, 2), self.x_proj_b.weight)
+        dt_f, dt_b = F.linear(bc_f[..., :R], self.dt_proj.weight), F.linear(bc_b[..., :R], self.dt_proj_b.weight)
+        f = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y = bimamba_scan(u_f, u_b, dt_f, dt_b, bc_f, bc_b, -torch.exp(self.A_log.to(f)), -torch.exp(self.A_b_log.to(f)),
+                         self.D.to(f), self.D_b.to(f), self.dt_proj.bias.to(f), self.dt_proj_b.bias.to(f), xz[..., di:],
+                         R, True, 0.5 if self.divide_out else 1.0, backend=self.backend)
+        return self.out_proj(y)
 
     def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, d_model) -> (B, L, d_model): out_proj((y_f + flip(y_b)) / 2), scans as registered ops."""
