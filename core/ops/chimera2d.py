@@ -70,6 +70,8 @@ def selective_scan_2d_ref(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D=Non
                           delta_softplus=False):
     """The definition: the plain 2-D recurrence, cell by cell in raster order (time outer, variates inner)."""
     _validate(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias)
+    if u.shape[1] == 0 or u.shape[2] == 0:  # an empty grid (L = 0 or V = 0): an empty output
+        return torch.zeros_like(u)
     a1, w2, x1, a4, w3, x2 = _terms(u, delta1, delta2, A, couplings, B1, B2, delta_bias, delta_softplus)
     f = a1.dtype
     Bsz, L, V, Dm = u.shape
@@ -120,6 +122,8 @@ def selective_scan_2d(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D: Option
     """The 2-D selective scan (see module docstring) by anti-diagonal wavefront: (B, L, V, D) -> (B, L, V, D)."""
     _validate(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias)
     Bsz, L, V, Dm = u.shape
+    if L == 0 or V == 0:  # an empty grid: an empty output
+        return torch.zeros_like(u)
     # Skew the per-cell inputs (small), then form the (.., D, N) terms on the skewed grid; u is zero off the grid.
     u_s, d1, d2, B1, B2, C1, C2 = (_skew(t, L, V) for t in (u, delta1, delta2, B1, B2, C1, C2))
     terms = _terms(u_s, d1, d2, A, couplings, B1, B2, delta_bias, delta_softplus)

@@ -255,6 +255,60 @@ def test_ssm_kernels(data, H, N, L):
     a, b, cc = c.randn(H, N, scale=0.3), c.randn(H, N), c.randn(H, N)
     check("companion_kernel", lambda: ops.companion_kernel(a, b, cc, L),
           lambda: ops.companion_kernel_ref(a, b, cc, L), F64)
+    check("companion_kernel_squaring", lambda: ops.companion_kernel_squaring(a, b, cc, L),
+          lambda: ops.companion_kernel_ref(a, b, cc, L), F64)
+
+
+@prop(15)
+@given(data=st.data(), H=st.integers(1, 2), N=st.sampled_from([2, 4]), L=lengths, rank=st.integers(1, 2))
+def test_dplr_kernel(data, H, N, L, rank):
+    c = Case(data, dtype=F64)
+    dt = c.rand(H, low=1e-3, high=0.1)
+    Lam = torch.complex(-c.rand(H, N // 2, low=0.1, high=1.0), math.pi * c.randn(H, N // 2))
+    P = torch.complex(c.randn(rank, H, N // 2, scale=0.3), c.randn(rank, H, N // 2, scale=0.3))
+    B, C = (torch.complex(c.randn(H, N // 2), c.randn(H, N // 2)) for _ in range(2))
+    check("dplr_kernel", lambda: ops.dplr_kernel(dt, Lam, P, B, C, L), lambda: ops.dplr_kernel_ref(dt, Lam, P, B, C, L),
+          torch.float32)  # the spectral (Cauchy + Woodbury) form vs the dense recurrence: agree to ~1e-6
+
+
+@prop(20)
+@given(data=st.data(), batch=sizes, L=st.sampled_from([0, 1, 2, 5]), V=st.sampled_from([0, 1, 3]),
+       D=st.integers(1, 3), N=st.integers(1, 3), softplus=st.booleans())
+def test_selective_scan_2d(data, batch, L, V, D, N, softplus):
+    c = Case(data)
+    kw = dict(u=c.randn(batch, L, V, D), delta1=c.randn(batch, L, V, D).abs(), delta2=c.randn(batch, L, V, D).abs(),
+              A=-c.rand(2, D, N, low=0.1, high=2.0), couplings=c.rand(2, D, N, low=-1.0, high=1.0),
+              B1=c.randn(batch, L, V, N), B2=c.randn(batch, L, V, N), C1=c.randn(batch, L, V, N),
+              C2=c.randn(batch, L, V, N), D=c.randn(D), delta_bias=c.randn(2, D).abs())
+    check("selective_scan_2d", lambda: ops.selective_scan_2d(**kw, delta_softplus=softplus),
+          lambda: ops.selective_scan_2d_ref(**f64(kw), delta_softplus=softplus), c.dtype)
+
+
+@prop(20)
+@given(data=st.data(), batch=sizes, dim=st.integers(1, 4), N=st.integers(1, 4), W=st.integers(1, 4),
+       grouped=st.booleans())
+def test_one_step_updates(data, batch, dim, N, W, grouped):
+    """The decoding steps against their oracles: selective_state_update, ssd_state_update, causal_conv1d_update."""
+    c = Case(data)
+    G = 1 if not grouped else data.draw(st.sampled_from([g for g in (1, 2, 4) if dim % g == 0]), label="G")
+    kw = dict(state=c.randn(batch, dim, N), x=c.randn(batch, dim), dt=c.randn(batch, dim), A=-c.rand(dim, N),
+              B=c.randn(batch, G, N) if grouped else c.randn(batch, N), C=c.randn(batch, G, N) if grouped else
+              c.randn(batch, N), D=c.randn(dim), z=c.randn(batch, dim), dt_bias=c.randn(dim))
+    c.inject(kw, ["x", "dt", "B", "C", "state"])
+    check("selective_state_update", lambda: ops.selective_state_update(**kw, dt_softplus=True),
+          lambda: ops.selective_state_update_ref(**f64(kw), dt_softplus=True), c.dtype)
+    H, P = dim, 2
+    kw = dict(state=c.randn(batch, H, P, N), x=c.randn(batch, H, P), dt=c.randn(batch, H), A=-c.rand(H),
+              B=c.randn(batch, 1, N), C=c.randn(batch, 1, N), D=c.randn(H), dt_bias=c.randn(H))
+    check("ssd_state_update", lambda: ops.ssd_state_update(**kw, dt_softplus=True),
+          lambda: ops.ssd_state_update_ref(**f64(kw), dt_softplus=True), c.dtype)
+    x, w, b, cs = c.randn(batch, dim), c.randn(dim, W), c.randn(dim), c.randn(batch, dim, W - 1)
+
+    def conv_ref():  # a length-1 sequence from the window: (y (batch, dim), the new window)
+        y, window = ops.causal_conv1d_ref(x.to(F64)[..., None], w.to(F64), b.to(F64), "silu", cs.to(F64), True)
+        return y[..., 0], window
+
+    check("causal_conv1d_update", lambda: ops.causal_conv1d_update(x, cs, w, b, "silu"), conv_ref, c.dtype)
 
 
 @prop(20)
