@@ -12,11 +12,13 @@ import torch.nn.functional as F
 
 
 class FeedForward(nn.Module):
-    """RecBole / Mamba4Rec FFN: LN(x + Dropout(W2 Dropout(act(W1 x)))), inner size 4 d by default."""
+    """Mamba4Rec FFN: LN(x + Dropout(W2 Dropout(act(W1 x)))), inner size 4 d by default; RecBole's Transformer
+    FFN (SASRec) has no dropout after the activation (`inner_dropout=False`)."""
 
     def __init__(self, d_model: int, inner_size: Optional[int] = None, dropout: float = 0.2,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", inner_dropout: bool = True):
         super().__init__()
+        self.inner_dropout = inner_dropout
         acts = {"gelu": nn.GELU, "hardswish": nn.Hardswish, "relu": nn.ReLU}
         if activation not in acts:
             raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
@@ -27,7 +29,8 @@ class FeedForward(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.w_2(self.dropout(self.activation(self.w_1(x)))))
+        h = self.activation(self.w_1(x))
+        h = self.dropout(self.w_2(self.dropout(h) if self.inner_dropout else h))
         return self.LayerNorm(h + x)
 
 

@@ -49,7 +49,8 @@ class SASRec(SequentialRecommender):
         self.dropout = nn.Dropout(hidden_dropout)
         self.attention = nn.ModuleList(SelfAttention(hidden_size, n_heads, hidden_dropout, attn_dropout)
                                        for _ in range(n_layers))
-        self.ffn = nn.ModuleList(FeedForward(hidden_size, inner_size, hidden_dropout) for _ in range(n_layers))
+        self.ffn = nn.ModuleList(FeedForward(hidden_size, inner_size, hidden_dropout, inner_dropout=False)
+                                 for _ in range(n_layers))
         self.init_weights()
 
     def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
