@@ -89,6 +89,9 @@ class ConvS5(nn.Module):
         if state is not None:
             check_tensor("state.x", state.x, (s["B"], s["H"], s["W"], self.d_state), allow_complex=True)
         Bsz, T, H, W = s["B"], s["T"], s["H"], s["W"]
+        if T == 0 or H == 0 or W == 0:  # nothing to convolve or scan (conv2d rejects it): empty y, state unchanged
+            y = torch.zeros_like(x)
+            return (y, state if state is not None else self.initial_state(Bsz, H, W)) if return_state else y
         f = state_dtype(x)
         lam_bar, B_bar = self.discretize(f)
         frames = x.reshape(Bsz * T, H, W, self.d_model)

@@ -103,6 +103,8 @@ class StructureAwareSSM(nn.Module):
         """x (B, H, W, d_model) channels-last -> same shape (a 2-D scan: no state)."""
         reject_state(self, state, return_state)
         s = check_tensor("x", x, ("B", "H", "W", self.d_model))
+        if x.shape[1] == 0 or x.shape[2] == 0:  # an empty image (H or W = 0): an empty output; conv2d rejects it
+            return torch.zeros_like(x)
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         xs = F.silu(self.conv2d(xs.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
         h, C = self.scan_states(xs)

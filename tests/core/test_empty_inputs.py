@@ -152,3 +152,26 @@ def test_sequence_layers_give_empty_outputs(name, batch, L):
     y = layer(torch.randn(batch, L, d))
     y = y[0] if isinstance(y, tuple) else y
     assert y.shape == (batch, L, d)
+
+
+IMAGE_LAYERS = {
+    "SS2D": lambda: Lr.SS2D(8, d_state=4),
+    "StructureAwareSSM": lambda: Lr.StructureAwareSSM(8, d_state=4),
+    "MultiHeadScan": lambda: Lr.MultiHeadScan(8, num_heads=2, d_state=4),
+    "Chimera2DSSM": lambda: Lr.Chimera2DSSM(8, d_state=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+@pytest.mark.parametrize("shape", [(2, 0, 3, 8), (2, 3, 0, 8), (0, 3, 3, 8)])
+def test_grid_layers_give_empty_outputs(name, shape):
+    torch.manual_seed(0)
+    assert IMAGE_LAYERS[name]()(torch.randn(*shape)).shape == shape
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3, 3, 8), (2, 2, 0, 3, 8), (0, 2, 3, 3, 8)])
+def test_convs5_empty_video(shape):
+    torch.manual_seed(0)
+    layer = Lr.ConvS5(8, d_state=4)
+    y, state = layer(torch.randn(*shape), return_state=True)
+    assert y.shape == shape and state.x.shape == (shape[0], shape[2], shape[3], 4)
