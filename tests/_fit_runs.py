@@ -87,8 +87,9 @@ def prepare_data(kind: str, root: pathlib.Path) -> pathlib.Path:
 
 
 def subprocess_env() -> dict:
-    """The test process's environment, its torch thread count (exact CPU results need the same), tests importable."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED="1")
+    """The test process's environment with one torch thread (as `fit_in_process`: exact CPU results need the same
+    reduction order) and the tests folder importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     return env
 
@@ -113,9 +114,14 @@ def wait_for(path: pathlib.Path, proc: subprocess.Popen, log: pathlib.Path, time
 
 
 def fit_in_process(args: list) -> None:
-    """`ssmkit fit ARGS` in this process (the same entry point as the command)."""
+    """`ssmkit fit ARGS` in this process (the same entry point as the command), on one torch thread."""
     from ssmkit.cli import main
-    assert main(["fit", *args]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["fit", *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def metrics(out: pathlib.Path) -> list:
