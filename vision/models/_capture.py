@@ -1,9 +1,9 @@
 """What the backbones share for graph capture (TorchScript, torch.export, torch.compile, ONNX).
 
-Each SSM mixer has two forward paths with the same result: the eager one (core's modules, autograd, any
-backend) and `forward_ops`, written in TorchScript's subset and calling the scan ops registered in
-`ssmkit.core.ops.custom_ops`. `forward` takes `forward_ops` when scripted (a static branch TorchScript resolves
-at compile time) or traced by dynamo (torch.compile / torch.export), the eager path otherwise.
+Each SSM mixer has an eager forward (core's modules, autograd, any backend; Vim's mixer also a fused inference
+path without autograd) and `forward_ops`, written in TorchScript's subset and calling the scan ops registered in
+`ssmkit.core.ops.custom_ops`, with the same result. `forward` takes `forward_ops` when scripted (a static branch
+TorchScript resolves at compile time) or traced by dynamo (torch.compile / torch.export), the eager path otherwise.
 """
 from __future__ import annotations
 

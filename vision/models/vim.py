@@ -50,7 +50,8 @@ def scan_branch_ops(xs: torch.Tensor, z: torch.Tensor, conv_weight: torch.Tensor
 
 @register_notrace_module
 class VimMixer(BiMamba):
-    """Core's bimamba-v2 `BiMamba` (same parameters and keys) with a graph-capture path, `forward_ops`."""
+    """Core's bimamba-v2 `BiMamba` (same parameters and keys) with a graph-capture path (`forward_ops`) and a fused
+    inference path (`forward_fused`, taken when no gradient is recorded); training runs `BiMamba.forward`."""
 
     def __init__(self, d_model: int, d_state: int = 16, backend: str = "auto"):
         super().__init__(d_model, variant="v2", divide_out=True, d_state=d_state, backend=backend)
