@@ -9,7 +9,7 @@ fsdd:  small SaShiMi vs a WaveNet with the same parameter count, each trained fo
        (WAV + log-mel PNG) written to --samples.
 
 Usage:
-  python benchmarks/audio.py speed [--preset small] [--steps 1024] [--json FILE]
+  python benchmarks/audio.py speed [--preset small] [--steps 1024] [--step-only] [--json FILE]
   python benchmarks/audio.py fsdd --root /path/to/fsdd/recordings --minutes 20 [--samples DIR] [--json FILE]
 """
 from __future__ import annotations
@@ -87,17 +87,21 @@ def speed(args) -> dict:
     task = AutoregressiveAudioTask({"class_path": "ssmkit.audio.SaShiMi", "preset": args.preset}, scheduler=None)
     model = task.model.eval()
     rows = {"preset": args.preset, "params": _params(model), "steps": args.steps}
-    for name, (wall, cpu) in (("step_batch1", _step_rate(model, 1, args.steps)),
-                              ("step_batch16", _step_rate(model, 16, args.steps // 4)),
-                              ("prefix_recompute_batch1", _prefix_rate(model, args.steps))):
-        rows[f"{name}_samples_per_s"], rows[f"{name}_samples_per_cpu_s"] = wall, cpu
-    rows["step_over_recompute"] = rows["step_batch1_samples_per_s"] / rows["prefix_recompute_batch1_samples_per_s"]
-    rows["step_over_recompute_cpu"] = (rows["step_batch1_samples_per_cpu_s"]
-                                       / rows["prefix_recompute_batch1_samples_per_cpu_s"])
+    parts = [("step_batch1", lambda: _step_rate(model, 1, args.steps)),
+             ("step_batch16", lambda: _step_rate(model, 16, args.steps // 4))]
+    if not args.step_only:
+        parts.append(("prefix_recompute_batch1", lambda: _prefix_rate(model, args.steps)))
+    for name, measure in parts:
+        rows[f"{name}_samples_per_s"], rows[f"{name}_samples_per_cpu_s"] = measure()
     for rate in (8000, 16000):  # seconds of compute per second of audio, batch 1 (< 1: faster than real time)
         rows[f"real_time_factor_{rate // 1000}khz_batch1"] = rate / rows["step_batch1_samples_per_s"]
-    rows["train_samples_per_s"] = _train_rate(task, args.train_batch, args.train_window)
-    rows["train_shape"] = [args.train_batch, args.train_window]
+    if not args.step_only:
+        rows["step_over_recompute"] = (rows["step_batch1_samples_per_s"]
+                                       / rows["prefix_recompute_batch1_samples_per_s"])
+        rows["step_over_recompute_cpu"] = (rows["step_batch1_samples_per_cpu_s"]
+                                           / rows["prefix_recompute_batch1_samples_per_cpu_s"])
+        rows["train_samples_per_s"] = _train_rate(task, args.train_batch, args.train_window)
+        rows["train_shape"] = [args.train_batch, args.train_window]
     rows["load_average_1min_at_end"] = os.getloadavg()[0]
     return rows
 
@@ -186,6 +190,7 @@ def main() -> None:
     s.add_argument("--steps", type=int, default=1024)
     s.add_argument("--train-batch", type=int, default=8)
     s.add_argument("--train-window", type=int, default=4096)
+    s.add_argument("--step-only", action="store_true", help="only the step-mode rates (no recompute, no training)")
     s.add_argument("--json")
     f = sub.add_parser("fsdd")
     f.add_argument("--root", required=True)
