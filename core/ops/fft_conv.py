@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _nonfinite as nf
+from . import nonfinite as nf
 from ._checks import check_same_device, check_tensor
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import _nonfinite as nf
+from . import nonfinite as nf
 from ..dtypes import state_dtype
 from ._checks import check_same_device, check_tensor
 from ._dispatch import describe, select

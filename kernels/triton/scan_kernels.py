@@ -22,7 +22,7 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _softplus(x):
+def softplus(x):
     # torch.nn.functional.softplus (threshold 20); log(1 + e) loses e below ~1e-7, so use e there.
     # The clamp is a select, not tl.minimum (which may return 20 for a NaN x): softplus(NaN) stays NaN.
     e = tl.exp(tl.where(x > 20.0, 20.0, x))
@@ -30,13 +30,13 @@ def _softplus(x):
 
 
 @triton.jit
-def _softplus_grad(x):
+def softplus_grad(x):
     e = tl.exp(tl.where(x > 20.0, 20.0, x))
     return tl.where(x > 20.0, 1.0, e / (e + 1.0))
 
 
 @triton.jit
-def _sigmoid(x):
+def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
 
@@ -63,7 +63,7 @@ def _dt_chunk(delta_ptr, row, t, m_dt, bias, L, HAS_BIAS: tl.constexpr, SOFTPLUS
     if HAS_BIAS:
         raw = raw + bias[:, None]
     if SOFTPLUS:
-        dt = _softplus(raw)
+        dt = softplus(raw)
     else:
         dt = raw
     dt = tl.where(m_dt, dt, 0.0)
@@ -125,7 +125,7 @@ def selective_scan_fwd_kernel(
             y += Dv[:, None] * u
         if HAS_Z:
             z = tl.load(z_ptr + row[:, None] * L + t[None, :], mask=m_dt, other=0.0).to(ACC)
-            y = y * (z * _sigmoid(z))
+            y = y * (z * sigmoid(z))
         tl.store(out_ptr + row[:, None] * L + t[None, :], y.to(out_ptr.dtype.element_ty), mask=m_dt)
         h = tl.sum(tl.where(offs_t[None, None, :] == T - 1, hs, 0.0), axis=2)
         k += 1
@@ -198,7 +198,7 @@ def selective_scan_bwd_kernel(
         if HAS_Z:
             z = tl.load(z_ptr + row[:, None] * L + t[None, :], mask=m_dt, other=0.0).to(ACC)
             y = tl.sum(Ct * hs, axis=1) + Dv[:, None] * u
-            sz = _sigmoid(z)
+            sz = sigmoid(z)
             tl.store(dz_ptr + row[:, None] * L + t[None, :], dy * y * sz * (1.0 + z * (1.0 - sz)), mask=m_dt)
             dy = dy * z * sz
         # adjoint: g_t = dy_t C_t + a_{t+1} g_{t+1}, g past the chunk = g_next
@@ -223,7 +223,7 @@ def selective_scan_bwd_kernel(
             dCinv += tl.sum(dCc, axis=2)
         du = dy * Dv[:, None] + dt * tl.sum(g * Bt, axis=1)
         if SOFTPLUS:
-            ddt = ddt * _softplus_grad(raw)
+            ddt = ddt * softplus_grad(raw)
         ddt = tl.where(m_dt, ddt, 0.0)
         tl.store(du_ptr + row[:, None] * L + t[None, :], du, mask=m_dt)
         tl.store(ddelta_ptr + row[:, None] * L + t[None, :], ddt, mask=m_dt)

@@ -17,7 +17,7 @@ reaches a step) only inside one sequence; the initial state belongs to the seque
 import triton
 import triton.language as tl
 
-from .scan_kernels import _sigmoid, _softplus
+from .scan_kernels import sigmoid, softplus
 
 
 @triton.jit
@@ -38,7 +38,7 @@ def ssd_chunk_cumsum_kernel(
     if HAS_BIAS:
         dt += tl.load(bias_ptr + offs_h, mask=m_h, other=0.0).to(ACC)[None, :]
     if SOFTPLUS:
-        dt = _softplus(dt)
+        dt = softplus(dt)
     if HAS_LIMIT:
         dt = tl.minimum(tl.maximum(dt, tl.load(limit_ptr)), tl.load(limit_ptr + 1))
     dt = tl.where(m, dt, 0.0)
@@ -217,6 +217,6 @@ def ssd_chunk_scan_kernel(
     if HAS_Z:
         z = tl.load(z_ptr + b * s_z_b + t_m[:, None] * s_z_l + h * s_z_h + offs_p[None, :] * s_z_p,
                     mask=m_mp, other=0.0).to(ACC)
-        acc = acc * (z * _sigmoid(z))
+        acc = acc * (z * sigmoid(z))
     tl.store(y_ptr + b * s_y_b + t_m[:, None] * s_y_l + h * s_y_h + offs_p[None, :] * s_y_p,
              acc.to(y_ptr.dtype.element_ty), mask=m_mp)

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssmkit.core.init import set_optim
 from ssmkit.core.layers import Mamba, partial_flip
 
 from .base import FeedForward, SequentialRecommender, gather_last, padding_mask
@@ -42,7 +43,7 @@ class GMambaBlock(nn.Module):
         super().__init__()
         self.r = r
         self.combining_weights = nn.Parameter(torch.tensor([0.1, 0.1, 0.8]))
-        self.combining_weights._no_weight_decay = True
+        set_optim(self.combining_weights, weight_decay=0.0)
         self.dense1, self.dense2 = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
         self.projection = nn.Linear(d_model, d_model)
         self.mamba = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)

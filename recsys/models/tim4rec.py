@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmkit.core.blocks import RMSNormGated
+from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
 from ssmkit.core.ops import causal_conv1d, causal_conv1d_update, ssd
 
 from .base import FeedForward, SequentialRecommender, gather_last, padding_mask
@@ -72,13 +73,11 @@ class TiSSD(nn.Module):
         self.time_conv1 = nn.Conv1d(H, H, d_conv, groups=H, padding=d_conv - 1)
         self.time_conv2 = nn.Conv1d(H, H, d_conv, groups=H, padding=d_conv - 1)
         self.time_gate = nn.Linear(H, H)
-        dt = torch.exp(torch.rand(H) * (torch.log(torch.tensor(dt_max)) - torch.log(torch.tensor(dt_min)))
-                       + torch.log(torch.tensor(dt_min))).clamp(min=1e-4)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1, 16)))
+        self.dt_bias = nn.Parameter(init_dt_bias(H, dt_min, dt_max, dt_init_floor=1e-4))
+        self.A_log = nn.Parameter(mamba2_A_log(H))
         self.D = nn.Parameter(torch.ones(H))
         for p in (self.dt_bias, self.A_log, self.D):
-            p._no_weight_decay = True
+            set_optim(p, weight_decay=0.0)
         self.norm = RMSNormGated(self.d_inner, eps=1e-5, norm_before_gate=False)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
