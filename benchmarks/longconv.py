@@ -55,7 +55,8 @@ def bench_hyena(repeats, device):
             layer.zero_grad(set_to_none=True)
             layer(x).square().mean().backward()
 
-        row = {"L": L, "forward_ms": timeit(fwd, repeats, device), "forward_backward_ms": timeit(fwd_bwd, repeats, device)}
+        row = {"L": L, "forward_ms": timeit(fwd, repeats, device),
+               "forward_backward_ms": timeit(fwd_bwd, repeats, device)}
         if prev is not None:
             predicted = (L * math.log2(L)) / (prev["L"] * math.log2(prev["L"]))
             row["predicted_ratio_LlogL"] = predicted

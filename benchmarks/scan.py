@@ -33,7 +33,8 @@ def inputs(batch, dim, N, L, device):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)
     t = dict(u=r(batch, dim, L), delta=r(batch, dim, L) - 2.0, A=-torch.rand(dim, N, generator=g) * N,
-             B=r(batch, N, L), C=r(batch, N, L), D=r(dim), z=r(batch, dim, L), delta_bias=0.5 * torch.rand(dim, generator=g))
+             B=r(batch, N, L), C=r(batch, N, L), D=r(dim), z=r(batch, dim, L),
+             delta_bias=0.5 * torch.rand(dim, generator=g))
     return {k: v.to(device).requires_grad_(True) for k, v in t.items()}
 
 
@@ -101,7 +102,8 @@ def main():
                    device=str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu",
                    python=platform.python_version())
     print(f"selective scan, fp32, D/z/delta_bias/softplus on, B/C (batch, N, L); best of {repeats}")
-    print(f"machine: {machine['cpu']}, {machine['threads']} thread(s), torch {machine['torch']}, device {machine['device']}")
+    print(f"machine: {machine['cpu']}, {machine['threads']} thread(s), torch {machine['torch']}, "
+          f"device {machine['device']}")
     print("backends: " + ", ".join(f"{k}: {v}" for k, v in report.items()))
     copy_bw = memcpy_bytes_per_s()
     print(f"memory copy: {copy_bw / 1e9:.2f} GB/s (read + write)")

@@ -66,8 +66,10 @@ def main():
             _, state = layer.step(u[:, t], state)
     shape = f"({B}, {T}, {H}, {W}, {U}), P={P}"
     with torch.no_grad():
-        rows.append(dict(case="ConvS5 layer", shape=shape, variant="parallel forward", ms=best_ms(lambda: layer(u), args.repeats)))
-        rows.append(dict(case="ConvS5 layer", shape=shape, variant="sequential step x T", ms=best_ms(stepped, args.repeats)))
+        rows.append(dict(case="ConvS5 layer", shape=shape, variant="parallel forward",
+                         ms=best_ms(lambda: layer(u), args.repeats)))
+        rows.append(dict(case="ConvS5 layer", shape=shape, variant="sequential step x T",
+                         ms=best_ms(stepped, args.repeats)))
         lam_bar, _ = layer.discretize(torch.float32)
         Bu = torch.randn(B, T, H, W, P, dtype=torch.complex64, device=dev)
         rows.append(dict(case="convssm_scan op", shape=f"Bu ({B}, {T}, {H}, {W}, {P}) c64", variant="parallel",

@@ -1,8 +1,8 @@
 """Compile the C++ sources of this folder on first use with torch.utils.cpp_extension and cache the result.
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
-torch and Python versions and hashes the sources, their folder, the compiler flags and the host's CPU features, so a cache shared
-between machines or torch upgrades never loads a stale or foreign binary. A failed build is remembered for the
+torch and Python versions and hashes the sources, their folder, the compiler flags and the host's CPU features, so
+a cache shared between machines or torch upgrades never loads a stale or foreign binary. A failed build is remembered for the
 life of the process (one warning, then the same error every time) instead of being retried on every call.
 """
 from __future__ import annotations
@@ -102,8 +102,8 @@ def build(name: str, sources: List[str]) -> ModuleType:
                 msg = f"{type(e).__name__}: {e}"
                 if first_error is None:
                     first_error = f"building with flags {' '.join(cflags)} failed: {_tail(msg)}"
-                flag_trouble = ("unrecognized command", "unrecognised command", "unknown argument", "unsupported option",
-                                "omp.h", "-lgomp", "-lomp", "invalid argument")
+                flag_trouble = ("unrecognized command", "unrecognised command", "unknown argument",
+                                "unsupported option", "omp.h", "-lgomp", "-lomp", "invalid argument")
                 if not any(f in msg for f in flag_trouble):
                     break  # not a flag problem: the other flag sets would fail the same way
                 continue

@@ -2,8 +2,8 @@
 
     fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
 
-Inputs fp32 / bf16 / fp16 are computed with an fp32 state (fp64 u: fp64 throughout, as `selective_scan_ref`); y comes back in u's dtype,
-last_state in fp32 (fp64 for fp64 inputs), gradients in each input's dtype.
+Inputs fp32 / bf16 / fp16 are computed with an fp32 state (fp64 u: fp64 throughout, as `selective_scan_ref`); y comes
+back in u's dtype, last_state in fp32 (fp64 for fp64 inputs), gradients in each input's dtype.
 """
 from __future__ import annotations
 
