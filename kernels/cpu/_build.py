@@ -2,8 +2,9 @@
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
 torch and Python versions and hashes the sources, their folder, the compiler flags and the host's CPU features, so
-a cache shared between machines or torch upgrades never loads a stale or foreign binary. A failed build is remembered for the
-life of the process (one warning, then the same error every time) instead of being retried on every call.
+a cache shared between machines or torch upgrades never loads a stale or foreign binary. A failed build is
+remembered for the life of the process (one warning, then the same error every time) instead of being retried on
+every call.
 """
 from __future__ import annotations
 
