@@ -16,12 +16,13 @@ import random
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch.utils.data import DataLoader, Dataset
+
+from ssmkit.data import ResumableDataModule
 
 from .quantize import SILENCE, encode
 
@@ -176,16 +177,17 @@ def folder_split(root, val_fraction: float = 0.06, test_fraction: float = 0.06) 
 # ---------------------------------------------------------------- LightningDataModules
 
 
-class _WaveformDataModule(L.LightningDataModule):
+class _WaveformDataModule(ResumableDataModule):
     """Shared plumbing: file lists per split (from `_split`) -> decoded clips -> `CodeWindows` datasets.
 
-    Datasets are map-style, so under DDP Lightning's DistributedSampler shards them per rank, and a resumed run
-    sees the same data order for a given seed.
+    Datasets are map-style and the training sampler is `ssmkit.data`'s: shuffled with `seed`, sharded by rank,
+    and a resumed run continues the epoch where its checkpoint stopped (docs/data_modules.md).
     """
 
     def __init__(self, sample_rate: int, window: int, quantization: str, require_rate: bool, batch_size: int,
-                 eval_batch_size: Optional[int], num_workers: int):
+                 eval_batch_size: Optional[int], num_workers: int, seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.sample_rate, self.window, self.quantization = sample_rate, window, quantization
         self.require_rate, self.batch_size, self.num_workers = require_rate, batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
@@ -206,8 +208,10 @@ class _WaveformDataModule(L.LightningDataModule):
             self.datasets[name] = CodeWindows(clips, self.window)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        data = self.datasets[split]
+        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
+        return DataLoader(data, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
         return self._loader("train", True)
@@ -226,8 +230,9 @@ class AudioFolderDataModule(_WaveformDataModule):
     def __init__(self, root: str, layout: str = "sc09", sample_rate: int = 16000, window: int = 16000,
                  quantization: str = "mu-law", require_rate: bool = False, val_fraction: float = 0.06,
                  test_fraction: float = 0.06, batch_size: int = 16, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0):
-        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers)
+                 num_workers: int = 0, seed: int = 0):
+        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers,
+                         seed)
         if layout not in ("sc09", "folder"):
             raise ValueError(f"layout must be 'sc09' or 'folder', got {layout!r}")
         self.root, self.layout = root, layout
@@ -248,8 +253,9 @@ class FSDDDataModule(_WaveformDataModule):
                  quantization: str = "mu-law", require_rate: bool = True, val_fraction: float = 0.1,
                  test_speakers: Optional[List[str]] = None, batch_size: int = 16,
                  eval_batch_size: Optional[int] = None, num_workers: int = 0):
-        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers)
-        self.root, self.split, self.seed = root, split, seed
+        super().__init__(sample_rate, window, quantization, require_rate, batch_size, eval_batch_size, num_workers,
+                         seed)
+        self.root, self.split = root, split
         self.val_fraction, self.test_speakers = val_fraction, test_speakers
         self.save_hyperparameters()
 

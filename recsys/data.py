@@ -20,10 +20,12 @@ import pathlib
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-import lightning as L
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ssmkit.data import ResumableDataModule
 
 INTER_FIELDS = {"user_id": "token", "item_id": "token", "rating": "float", "timestamp": "float"}
 FORMATS = ("inter", "u.data", "ratings.dat", "timeinterval")
@@ -302,16 +304,18 @@ def collate_trimmed(samples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.T
     return batch
 
 
-class SequentialDataModule(L.LightningDataModule):
+class SequentialDataModule(ResumableDataModule):
     """One interaction file under the RecBole sequential protocol (see the module docstring).
 
     `item_map`: a JSON map (see `save_item_map`) whose ids are kept in place and extended with new items; when
     fine-tuning, the task's `pretrained_item_ids` (from `init_from`) are used if no map is given.
+    Training samples are shuffled with `seed` by `ssmkit.data`'s sampler: sharded by rank, and a resumed run
+    continues the epoch where its checkpoint stopped (docs/data_modules.md).
     """
 
     def __init__(self, path: str, format: str = "auto", max_len: int = 50, batch_size: int = 2048,
                  eval_batch_size: Optional[int] = None, user_min: int = 5, item_min: int = 5,
-                 item_map: Optional[str] = None, num_workers: int = 0):
+                 item_map: Optional[str] = None, num_workers: int = 0, seed: int = 0):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -319,6 +323,7 @@ class SequentialDataModule(L.LightningDataModule):
         self.path, self.format, self.max_len = path, format, max_len
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.user_min, self.item_min, self.item_map, self.num_workers = user_min, item_min, item_map, num_workers
+        self.seed = seed
         self.datasets: Dict[str, SequentialDataset] = {}
         self.item_ids: List[str] = []
 
@@ -355,7 +360,9 @@ class SequentialDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.datasets[split], batch_size=size, shuffle=shuffle, collate_fn=collate_trimmed,
+        data = self.datasets[split]
+        sampler = self.train_sampler(data, size, self.seed) if shuffle else None
+        return DataLoader(data, batch_size=size, sampler=sampler, collate_fn=collate_trimmed,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

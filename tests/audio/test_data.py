@@ -138,3 +138,20 @@ def test_sc09_layout_and_folder_layout(tmp_path):
     (root / "zero" / "s2.wav").write_bytes(b"not audio at all")
     with pytest.raises(AudioFileError, match="s2.wav"):
         AudioFolderDataModule(str(root), layout="sc09", window=320).setup("fit")
+
+
+def test_fsdd_training_order_is_seeded_and_resumes_mid_epoch(tmp_path):
+    """The shared resumable sampler: the order is a function of the seed, and a restored position skips exactly
+    the batches the checkpoint trained (docs/data_modules.md)."""
+    _write_fsdd(tmp_path / "rec")
+
+    def order(seed, state=None):
+        dm = FSDDDataModule(str(tmp_path / "rec"), window=64, batch_size=4, val_fraction=0.25, seed=seed)
+        dm.setup("fit")
+        if state is not None:
+            dm.load_state_dict(state)
+        return list(dm.train_dataloader().sampler)
+
+    full = order(0)
+    assert sorted(full) == list(range(len(full))) and order(0) == full and order(1) != full
+    assert order(0, {"epoch": 0, "batches": 2, "total_batches": 2}) == full[8:]
