@@ -1,4 +1,4 @@
-"""Packaging: a domain whose extra is missing names the pip command; the import rules of DESIGN.md hold
+"""Packaging: a domain whose extra is missing names the pip command; the import rules of docs/DESIGN.md hold
 on the source tree; every sub-package is listed in pyproject.toml; core imports without lightning."""
 import ast
 import importlib

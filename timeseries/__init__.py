@@ -1,4 +1,4 @@
-"""ssmkit.timeseries: see DESIGN.md. Needs the `timeseries` extra."""
+"""ssmkit.timeseries: see docs/DESIGN.md. Needs the `timeseries` extra."""
 from ssmkit.extras import require_extra
 
 require_extra("timeseries", ["sklearn","pandas","matplotlib"])

@@ -1,4 +1,4 @@
-"""ssmkit.vision: see DESIGN.md. Needs the `vision` extra. Importing it registers the models in timm."""
+"""ssmkit.vision: see docs/DESIGN.md. Needs the `vision` extra. Importing it registers the models in timm."""
 from ssmkit.extras import require_extra
 
 require_extra("vision", ["timm","torchvision"])
