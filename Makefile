@@ -11,7 +11,7 @@ $(shell mkdir -p build; find ssmkit core kernels vision audio genomics timeserie
 	-not -path '*/__pycache__/*' | LC_ALL=C sort > $(MODULES).new; \
 	cmp -s $(MODULES).new $(MODULES) && rm $(MODULES).new || mv $(MODULES).new $(MODULES))
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-heavy bench install clean
 
 install: $(STAMP)
 
@@ -28,7 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	OMP_NUM_THREADS=2 $(PY) -m pytest -m "not gpu" -q
+	OMP_NUM_THREADS=2 $(PY) -m pytest -m "not gpu and not heavy" -q
+
+test-heavy: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -m heavy -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/scan.py

@@ -84,7 +84,7 @@ def test_vssd_mixer_is_exact_in_fp64():
     torch.testing.assert_close(m(u), expected, rtol=1e-12, atol=1e-12)
 
 
-SLOW = pytest.mark.slow
+SLOW = pytest.mark.heavy  # minutes each on 2 cores: `make test-heavy`
 
 
 def _slow(presets):

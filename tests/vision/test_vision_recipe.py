@@ -116,7 +116,7 @@ def test_ssmkit_export_round_trips_the_trained_checkpoint_pt2(trained, tmp_path)
                      "--out", str(tmp_path / "x.pt2")])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ssmkit_export_round_trips_the_trained_checkpoint_onnx(trained, tmp_path):
     _round_trip(trained, "onnx", tmp_path)
 
