@@ -11,10 +11,11 @@ import csv
 import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ssmkit.data import ResumableDataModule
 
 from .errors import LabelledDataError
 from .io import Feature, iter_records, open_text, read_genbank_features, read_gff3, sniff_format
@@ -222,7 +223,7 @@ def collate_left_padded(batch):
 KINDS = ("csv", "fasta", "cds_vs_intergenic", "splice_sites", "species")
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(ResumableDataModule):
     """Labelled DNA sequences for classification, split with a seeded stratified split.
 
     kind: "csv" (GenomicBenchmarks `seq,label`, plain or gzip), "fasta" (label in the header), or a task
@@ -274,8 +275,10 @@ class SequenceDataModule(L.LightningDataModule):
                            **{f"n_{k}": len(v) for k, v in self.datasets.items()}}
 
     def _loader(self, name, shuffle):
-        return DataLoader(self.datasets[name], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=collate_left_padded, num_workers=self.num_workers)
+        data = self.datasets[name]
+        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
+        return DataLoader(data, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
+                          collate_fn=collate_left_padded, num_workers=self.num_workers)
 
     def train_dataloader(self):
         return self._loader("train", True)
