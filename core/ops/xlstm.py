@@ -96,9 +96,10 @@ def _parallel(q, k, v, i, log_f, state, eps):
     C0, n0, m0 = state
     S, DH = q.shape[-2], q.shape[-1]
     b = torch.cumsum(log_f, dim=-1)  # log of the product of forget gates up to t
-    log_d = b.unsqueeze(-1) - b.unsqueeze(-2) + i.unsqueeze(-2)  # (B, NH, t, s)
+    # log_d[t, s] = sum_{s<r<=t} log_f_r + i_s, summed (not b_t - b_s) so that a gate of -inf gives -inf, not NaN.
     causal = torch.ones(S, S, dtype=torch.bool, device=q.device).tril()
-    log_d = log_d.masked_fill(~causal, float("-inf"))
+    gates = log_f.unsqueeze(-1).expand(*log_f.shape, S).masked_fill(~causal.tril(-1), 0.0)  # [t, s] = log_f_t, t > s
+    log_d = (torch.cumsum(gates, dim=-2) + i.unsqueeze(-2)).masked_fill(~causal, float("-inf"))
     carry = b + m0.unsqueeze(-1)  # weight (log) of the entering state at each t
     m = torch.maximum(log_d.amax(-1), carry)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(DH) * torch.exp(log_d - m.unsqueeze(-1))
@@ -107,7 +108,7 @@ def _parallel(q, k, v, i, log_f, state, eps):
     den = scores.sum(-1) + w0 * (q @ n0.unsqueeze(-1)).squeeze(-1)
     h = num / (torch.maximum(den.abs(), torch.exp(-m)) + eps).unsqueeze(-1)
     # Exit state: the last row of the same weights.
-    last = b[..., -1:] - b + i  # (B, NH, S)
+    last = log_d[..., -1, :]  # (B, NH, S)
     m_out = torch.maximum(last.amax(-1), b[..., -1] + m0)
     w = torch.exp(last - m_out.unsqueeze(-1)) / math.sqrt(DH)
     decay = torch.exp(b[..., -1] + m0 - m_out)
@@ -155,9 +156,8 @@ def _without_nonfinite(run, q, k, v, i, log_f, state):
     then NaN wherever the recurrence (`mlstm_ref`) carries them: a bad q at its own step, a bad k, v (per value
     column), input gate (NaN or +inf; -inf means "no input" and is kept) or forget gate from its step on, a bad
     initial state at every step. The quadratic forms would otherwise multiply a future NaN by a zero weight and
-    send it back in time (see `_nonfinite`). S = 0 gives an empty h and the initial state. (A forget-gate
-    pre-activation of -inf, "forget everything", still gives NaN: the parallel form differences cumulative
-    log-gates.)"""
+    send it back in time (see `_nonfinite`). S = 0 gives an empty h and the initial state. A forget-gate
+    pre-activation of -inf ("forget everything") is exact: the parallel form sums log-gates per segment."""
     if q.shape[2] == 0:
         return v.new_empty(v.shape), state
     if not nf.maybe_bad(q, k, v, i, log_f, *state):

@@ -168,6 +168,23 @@ def test_mlstm_parallel_forms_keep_nonfinite_causal(where, value):
             assert_same_nonfinite(a, b, name)
 
 
+@pytest.mark.parametrize("where", ["i", "f"])
+def test_mlstm_parallel_forms_match_the_recurrence_for_gates_of_minus_inf(where):
+    """f = -inf forgets everything, i = -inf writes nothing: both finite in the recurrence and in every form."""
+    g = torch.Generator().manual_seed(2)
+    shapes = dict(q=(2, 2, 19, 3), k=(2, 2, 19, 3), v=(2, 2, 19, 4), i=(2, 2, 19), f=(2, 2, 19))
+    inp = {n: torch.randn(*s, generator=g, dtype=F64) for n, s in shapes.items()}
+    inp[where][0, 0, 5] = inp[where][1, 1, 12] = -INF
+    state = (torch.randn(2, 2, 3, 4, dtype=F64), torch.randn(2, 2, 3, dtype=F64), torch.randn(2, 2, dtype=F64))
+    h_ref, s_ref = mlstm_ref(**inp, initial_state=state, return_final_state=True)
+    assert torch.isfinite(h_ref).all()
+    for h, s in (mlstm_chunkwise(**inp, chunk_size=4, initial_state=state, return_final_state=True),
+                 mlstm_parallel(**inp, initial_state=state, return_final_state=True)):
+        torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-12)
+        for a, b in zip(s, s_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_mlstm_layer_nan_in_input_is_causal():
     torch.manual_seed(0)
     m = mLSTM(16, num_heads=2, chunk_size=4)
