@@ -36,8 +36,9 @@ def _completed_system(layer: nn.Module):
     return dA, dB, C, layer.D.reshape(-1).double()
 
 
-def fused_matrix(layer: nn.Module) -> torch.Tensor:
-    """The transposed fused matrix M^T (H, n+1, n+1), float32, of an S4 or S4D layer (see the module docstring)."""
+def fused_matrix(layer: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The transposed fused matrix M^T (H, n+1, n+1) of an S4 or S4D layer (see the module docstring), computed in
+    float64 and returned in `dtype`."""
     dA, dB, C, D = _completed_system(layer)
     n = dA.shape[-1]
     m = n // 2
@@ -52,7 +53,7 @@ def fused_matrix(layer: nn.Module) -> torch.Tensor:
     M[:, :n, n] = B
     M[:, n, :n] = torch.einsum("hn,hnm->hm", Cr, A)
     M[:, n, n] = (Cr * B).sum(-1) + D
-    return M.transpose(1, 2).float().contiguous()
+    return M.transpose(1, 2).to(dtype).contiguous()
 
 
 def ssm_step(layer: nn.Module, Mt: torch.Tensor, u: torch.Tensor, s: torch.Tensor):

@@ -9,7 +9,8 @@ around the stack; final LayerNorm and a Linear head to 256 logits. Residual bloc
 `forward` (training) convolves with the S4 kernels; `initial_state` / `step` run the same network one sample at a
 time (generation): down pools buffer their inputs and fire every p-th step, up pools emit their buffered outputs
 one per step, so most steps only touch the outer stage. S4 steps with the dense DPLR recurrence (exact), S4D with
-its diagonal one.
+its diagonal one. `stepper(batch)` runs the same recurrence in place with the per-sample overhead taken out
+(`stepper.py`); `generate` uses it.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torch import nn
 from ssmkit.core.layers import S4, S4D
 
 from .recurrence import fused_matrix, ssm_step
+from .stepper import SaShiMiStepper
 
 PRESETS = {
     # the paper's SC09 model: 8 layers per stage, Hurwitz DPLR S4 with n_ssm=1 (about 4.76M parameters)
@@ -235,3 +237,8 @@ class SaShiMi(nn.Module):
             pending[k] = rest
             x, up[k] = self.up[k].step(y + skips.pop(), up[k], up_fused[k])
         return self.head(self.norm(x)), SaShiMiState(tuple(down), center, tuple(pending), tuple(up), state.fused)
+
+    def stepper(self, batch_size: int) -> SaShiMiStepper:
+        """The same recurrence as `initial_state` + `step`, stepped in place with preallocated buffers and no per-step
+        checks (what `generate` uses): `stepper(code_t, out=None) -> logits_t`. A snapshot of the current weights."""
+        return SaShiMiStepper(self, batch_size)

@@ -1,7 +1,10 @@
-"""SaShiMi (step == forward, causality, long stable stepping, paper parameter count) and WaveNet."""
+"""SaShiMi (step == stepper == forward, causality, long stable stepping, paper parameter count) and WaveNet."""
+import copy
+
 import pytest
 import torch
 
+from ssmkit.audio import generate
 from ssmkit.audio.models import SaShiMi, WaveNet
 from ssmkit.audio.models.recurrence import fused_matrix, ssm_step
 from ssmkit.core.layers import S4, S4D
@@ -12,19 +15,42 @@ def _tiny(layer, **kw):
     return SaShiMi(d_model=8, n_layers=1, layer=layer, d_state=8, **kw).eval()
 
 
-@pytest.mark.parametrize("layer", ["s4", "s4d"])
-def test_step_equals_forward(layer):
-    model = _tiny(layer)
+@pytest.mark.parametrize("layer, kw", [("s4", {}), ("s4d", {}), ("s4", {"ff": 0, "pool": (2, 3)})])
+def test_step_and_stepper_equal_forward(layer, kw):
+    model = _tiny(layer, **kw)
     codes = torch.randint(0, 256, (2, 53))  # not a multiple of 16: forward pads, stepping does not
     with torch.no_grad():
         full = model(codes)
-        state, steps = model.initial_state(2), []
+        state, stepper, steps, fast = model.initial_state(2), model.stepper(2), [], []
+        out = torch.empty(2, 256)
         for t in range(codes.shape[1]):
             logits, state = model.step(codes[:, t], state)
             steps.append(logits)
-    steps = torch.stack(steps, 1)
+            assert stepper(codes[:, t], out=out) is out
+            fast.append(out.clone())
     assert full.shape == (2, 53, 256)
-    assert float((steps - full).norm() / full.norm()) < 1e-4
+    for got in (torch.stack(steps, 1), torch.stack(fast, 1)):
+        assert float((got - full).norm() / full.norm()) < 1e-4
+
+
+def test_stepper_is_a_snapshot_of_the_weights_and_needs_eval_mode():
+    model = _tiny("s4")
+    before = copy.deepcopy(model)
+    codes = torch.randint(0, 256, (1, 32))
+    with torch.no_grad():
+        stepper = model.stepper(1)
+        first = [stepper(codes[:, t]) for t in range(16)]
+        model.up[-1].blocks[0].layer.kernel.inv_dt.add_(0.5)  # in place, as an optimiser step does
+        model.head.bias.add_(1.0)
+        rest = [stepper(codes[:, t]) for t in range(16, 32)]
+        old = torch.stack(first + rest, 1)
+        new_stepper = model.stepper(1)
+        new = torch.stack([new_stepper(codes[:, t]) for t in range(32)], 1)
+        torch.testing.assert_close(old, before(codes), rtol=1e-4, atol=1e-4)  # built before: the old weights
+        torch.testing.assert_close(new, model(codes), rtol=1e-4, atol=1e-4)  # built after: the new ones
+        assert float((model(codes) - before(codes)).abs().max()) > 0.5
+    with pytest.raises(ValueError, match="eval"):
+        model.train().stepper(1)
 
 
 @pytest.mark.parametrize("cls", [S4, S4D])
@@ -64,15 +90,9 @@ def test_no_future_sample_leaks(layer):
 def test_sixteen_thousand_steps_stay_finite():
     torch.manual_seed(0)
     model = SaShiMi(d_model=4, n_layers=1, ff=0, d_state=4, pool=(4, 4)).eval()
-    state = model.initial_state(1)
-    code = torch.tensor([128])
-    gumbel = -torch.log(-torch.log(torch.rand(16_000, 1, 256)))  # sampling by the Gumbel-max trick
-    with torch.inference_mode():
-        for t in range(16_000):
-            logits, state = model.step(code, state)
-            code = (logits + gumbel[t]).argmax(-1)
-        assert torch.isfinite(logits).all()
-        assert all(torch.isfinite(s).all() for stack in (state.center, *state.up) for s in stack if s is not None)
+    codes, bits = generate(model, 1, 16_000, seed=0, progress=False)  # sampled, as `ssmkit generate` does
+    # bits sums log_softmax of every step's logits; a NaN or inf in the state would reach them (as NaN, via the norms)
+    assert codes.shape == (1, 16_000) and torch.isfinite(bits).all()
 
 
 def _hand_count(d=64, n=8, N=64, pools=2, expand=2, pool=4, ff=2, classes=256):

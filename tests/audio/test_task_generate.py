@@ -1,4 +1,5 @@
 """AutoregressiveAudioTask (bits/sample, optimiser groups), generate() and `ssmkit generate` end to end."""
+import importlib
 import json
 import math
 import pathlib
@@ -91,6 +92,43 @@ def test_generate_reports_the_models_own_log_likelihood():
     assert torch.equal(cold, greedy)
     with pytest.raises(ValueError, match="no step mode"):
         generate(torch.nn.Linear(2, 2), 1, 4)
+
+
+class _StepOnly(torch.nn.Module):
+    """A SaShiMi seen through `initial_state` / `step` only (no `stepper`): generate's functional path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def initial_state(self, batch_size):
+        return self.model.initial_state(batch_size)
+
+    def step(self, code, state):
+        return self.model.step(code, state)
+
+
+def test_generate_uses_the_current_weights_across_chunks(monkeypatch):
+    monkeypatch.setattr(importlib.import_module("ssmkit.audio.generate"), "GUMBEL_CHUNK", 16)  # chunks 16, 16, 8
+    torch.manual_seed(0)
+    model = SaShiMi(d_model=8, n_layers=1, d_state=4).eval()
+
+    def forward_bits(codes):  # oracle: the convolutional forward on the drawn codes, teacher-forced
+        with torch.no_grad():
+            logp = F.log_softmax(model(F.pad(codes[:, :-1], (1, 0), value=SILENCE)).double(), -1)
+        return logp.gather(-1, codes[..., None]).squeeze(-1).mean(1) / math.log(2)
+
+    for change in range(2):
+        if change:  # in place, as an optimiser step does: the next generate must see it (a stepper per call)
+            with torch.no_grad():
+                for layer in (m for m in model.modules() if isinstance(m, S4)):
+                    layer.kernel.inv_dt.add_(1.0)
+                model.head.bias.add_(torch.randn(256))
+        codes, bits = generate(model, n=3, length=40, batch_size=2, seed=1, progress=False)
+        torch.testing.assert_close(bits, forward_bits(codes), rtol=1e-4, atol=1e-4)
+        functional, functional_bits = generate(_StepOnly(model), n=3, length=40, batch_size=2, seed=1, progress=False)
+        assert torch.equal(codes, functional)
+        torch.testing.assert_close(bits, functional_bits, rtol=1e-5, atol=1e-5)
 
 
 def test_fit_config_then_generate_command_writes_ranked_wavs(tmp_path, capsys):
