@@ -11,9 +11,11 @@ by one, starting with the code before the window (or `SILENCE` = 128 at the star
 """
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import random
 import re
+import struct
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,14 +39,17 @@ class AudioFileError(ValueError):
 
 def read_audio(path, sample_rate: int, require_rate: bool = False) -> torch.Tensor:
     """Mono float32 waveform of `path` at `sample_rate` (resampled unless `require_rate`, which makes a different
-    rate an error). Raises AudioFileError naming the file for unreadable, empty or non-finite audio."""
+    rate an error). Raises AudioFileError naming the file for unreadable, cut or damaged (WAV chunk sizes and fmt
+    fields, FLAC sample count and MD5), empty or non-finite audio."""
     path = pathlib.Path(path)
+    _check_wav(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioFileError(f"{path}: cannot read audio ({e})") from e
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: empty audio file (0 samples)")
+    _check_flac(path, data)
     if not np.isfinite(data).all():
         raise AudioFileError(f"{path}: audio has non-finite samples")
     if rate != sample_rate and require_rate:
@@ -53,6 +58,58 @@ def read_audio(path, sample_rate: int, require_rate: bool = False) -> torch.Tens
     if rate != sample_rate:
         x = AF.resample(x, rate, sample_rate)
     return x
+
+
+def _check_wav(path: pathlib.Path) -> None:
+    """What libsndfile lets through in a RIFF/WAVE file: a RIFF size or a chunk longer than the file (cut short: it
+    reads the samples that are there) or shorter (bytes spliced in: the samples shift), and PCM/float fmt fields that
+    disagree (a damaged sample rate or channel count). Raises AudioFileError naming the file; other formats pass."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return
+        size = path.stat().st_size
+        if int.from_bytes(head[4:8], "little") != size - 8:
+            raise AudioFileError(f"{path}: cannot read audio: the RIFF header says "
+                                 f"{int.from_bytes(head[4:8], 'little') + 8} bytes, the file has {size}: cut short or "
+                                 f"damaged")
+        pos, align = 12, None
+        while pos < size:
+            f.seek(pos)
+            chunk = f.read(8)
+            n = int.from_bytes(chunk[4:8], "little")
+            if len(chunk) < 8 or pos + 8 + n > size:
+                raise AudioFileError(f"{path}: cannot read audio: chunk {chunk[:4]!r} at byte {pos} runs past the "
+                                     f"end of the file (cut short or damaged)")
+            if chunk[:4] == b"fmt " and n >= 16:
+                tag, channels, rate, byte_rate, align, bits = struct.unpack("<HHIIHH", f.read(16))
+                if tag not in (1, 3, 0xFFFE):  # PCM, float, extensible: the fields below must agree
+                    align = None
+                elif channels == 0 or align != channels * -(-bits // 8) or byte_rate != rate * align:
+                    raise AudioFileError(f"{path}: inconsistent fmt chunk ({channels} channels, {bits} bits, block "
+                                         f"{align} bytes, {rate} Hz, {byte_rate} bytes/s): damaged header")
+            elif chunk[:4] == b"data" and align and n % align:
+                raise AudioFileError(f"{path}: data chunk of {n} bytes is not whole frames of {align} bytes")
+            pos += 8 + n + (n & 1)
+
+
+def _check_flac(path: pathlib.Path, data: np.ndarray) -> None:
+    """A FLAC file's STREAMINFO holds its sample count and the MD5 of its samples; libsndfile checks neither, so a
+    damaged file could decode short or different without an error. Raises AudioFileError naming the file."""
+    with open(path, "rb") as f:
+        head = f.read(42)
+    if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:  # STREAMINFO must be the first block
+        return
+    info = head[8:]
+    bits = (((info[12] & 1) << 4) | (info[13] >> 4)) + 1
+    total = int.from_bytes(info[13:18], "big") & ((1 << 36) - 1)
+    if total and data.shape[0] != total:
+        raise AudioFileError(f"{path}: decoded {data.shape[0]} samples, the header says {total}: cut short or damaged")
+    if any(info[18:34]) and bits in (8, 16, 24):  # an all-zero MD5 means the encoder did not compute one
+        ints = np.rint(data.astype(np.float64) * 2.0 ** (bits - 1)).astype("<i4")
+        pcm = ints.view(np.uint8).reshape(*ints.shape, 4)[..., :bits // 8]  # interleaved little-endian samples
+        if hashlib.md5(pcm.tobytes()).digest() != info[18:34]:
+            raise AudioFileError(f"{path}: the decoded samples do not match the file's MD5 signature: damaged file")
 
 
 def peak_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -114,10 +171,17 @@ def sc09_split(root) -> Dict[str, List[pathlib.Path]]:
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"SC09 layout needs {path}")
-        lists[split] = [root / line.strip() for line in path.read_text().splitlines() if line.strip()]
-        for f in lists[split]:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}, line {line}: not UTF-8 text ({e.reason})") from None
+        lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lists[split] = [root / line for _, line in lines]
+        for (n, line), f in zip(lines, lists[split]):
             if not f.is_file():
-                raise FileNotFoundError(f"{path} lists {f.relative_to(root)}, which does not exist")
+                raise FileNotFoundError(f"{path}, line {n}: lists {line!r}, which is not a file under {root}")
     held_out = {p.resolve() for files in lists.values() for p in files}
     train = [p for p in audio_files(root) if p.resolve() not in held_out]
     return {"train": train, "val": lists["val"], "test": lists["test"]}

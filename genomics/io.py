@@ -1,8 +1,9 @@
 """Readers for genome files with Biopython: FASTA and GenBank (plain, gzip or BGZF) and GFF3 annotation.
 
 Every problem raises a named error (`ssmkit.genomics.errors`) that names the file and the record or line:
-text before the first '>', an empty record, a truncated gzip/BGZF stream, a GFF line without 9 columns.
-Sequences are returned as text; `DNATokenizer.encode` checks the letters.
+text before the first '>', an empty record, a truncated gzip/BGZF stream, text that is not UTF-8, a file that ends
+inside a line (cut short), a GenBank record Biopython only warns about (cut, wrong length), a GFF line without 9
+columns. Sequences are returned as text; `DNATokenizer.encode` checks the letters.
 """
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import contextlib
 import gzip
 import hashlib
 import io
+import itertools
 import pathlib
+import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Tuple
 
-from .errors import EmptyRecordError, FastaFormatError, GFFFormatError, TruncatedFileError
+from .errors import EmptyRecordError, FastaFormatError, GenomeDataError, GFFFormatError, TruncatedFileError
 
 GENBANK_SUFFIXES = (".gb", ".gbk", ".gbff", ".genbank")
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".ffn", ".faa", ".frn", ".mfa")
@@ -47,13 +51,39 @@ def open_text(path):
     elif kind == "gzip":
         handle = gzip.open(path, "rt")
     else:
-        handle = open(path, "rt")
+        handle = open(path, "rt", encoding="utf-8")
     try:
         yield handle
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise TruncatedFileError(f"{path}: compressed stream is damaged or ends early ({e})") from e
+    except UnicodeDecodeError as e:
+        raise GenomeDataError(f"{path}, line {_decode_error_line(path, kind)}: not UTF-8 text ({e.reason}, byte "
+                              f"{e.object[e.start]:#04x}); convert the file to UTF-8") from None
     finally:
         handle.close()
+
+
+def _decode_error_line(path, kind: str) -> int:
+    """The line of the first byte that is not UTF-8 (the decoder's own position is within a buffered chunk)."""
+    raw = pathlib.Path(path).read_bytes()
+    if kind != "none":
+        with contextlib.suppress(EOFError, zlib.error, gzip.BadGzipFile):
+            raw = gzip.decompress(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return raw[:e.start].count(b"\n") + 1
+    return 1
+
+
+def checked_lines(path, handle) -> Iterator[str]:
+    """The handle's lines; a last line without its line end (a file cut short) raises TruncatedFileError."""
+    lineno, line = 0, "\n"
+    for lineno, line in enumerate(handle, 1):
+        yield line
+    if not line.endswith("\n"):
+        raise TruncatedFileError(f"{path}, line {lineno}: the file ends inside a line ({line[-30:]!r} has no line "
+                                 f"end), so it looks cut off; if that line is complete, end the file with a newline")
 
 
 def sniff_format(path) -> str:
@@ -71,14 +101,41 @@ def sniff_format(path) -> str:
     return "fasta"
 
 
-def _check_fasta_start(path, handle) -> None:
-    for lineno, line in enumerate(handle, 1):
+def fasta_records(path, handle) -> Iterator[Tuple[str, str]]:
+    """(title, sequence) pairs of a FASTA handle (Biopython's parser) over `checked_lines`; text before the first
+    '>' raises FastaFormatError naming the line."""
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    lines = checked_lines(path, handle)
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if not line.startswith(">"):
             raise FastaFormatError(f"{path}, line {lineno}: text before the first '>' ({line.strip()[:40]!r}); "
                                    f"a FASTA file starts with a '>' header line")
+        for title, seq in SimpleFastaParser(itertools.chain([line], lines)):
+            yield title, "".join(seq.split())  # whitespace is layout (Biopython keeps inner tabs)
         return
+
+
+def _genbank_records(path, handle):
+    """Biopython's GenBank records; its parse errors and warnings (a cut record, a sequence shorter than the LOCUS
+    length) raise FastaFormatError naming the file and record instead of passing a shortened record on."""
+    from Bio import BiopythonParserWarning, SeqIO
+
+    records = SeqIO.parse(handle, "genbank")
+    for index in itertools.count(1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BiopythonParserWarning)
+            try:
+                rec = next(records)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise
+            except (ValueError, BiopythonParserWarning) as e:
+                raise FastaFormatError(f"{path}, record {index}: not a valid GenBank record ({e})") from None
+        yield rec
 
 
 def iter_records(path) -> Iterator[Tuple[str, str]]:
@@ -87,18 +144,13 @@ def iter_records(path) -> Iterator[Tuple[str, str]]:
     Raises FastaFormatError (text before the first '>'), EmptyRecordError (a record with no sequence),
     TruncatedFileError (compressed stream cut short); each names the file and the record.
     """
-    from Bio import SeqIO
-    from Bio.SeqIO.FastaIO import SimpleFastaParser
-
     path = pathlib.Path(path)
     fmt = sniff_format(path)
     with open_text(path) as handle:
         if fmt == "fasta":
-            _check_fasta_start(path, handle)
-            handle.seek(0)
-            records = ((title, seq) for title, seq in SimpleFastaParser(handle))
+            records = fasta_records(path, handle)
         else:
-            records = ((rec.id, rec.seq) for rec in SeqIO.parse(handle, "genbank"))
+            records = ((rec.id, rec.seq) for rec in _genbank_records(path, handle))
         index = 0
         for index, (title, seq) in enumerate(records, 1):
             name = title.split(None, 1)[0] if title.strip() else f"record{index}"
@@ -139,12 +191,12 @@ class Feature:
 def read_gff3(path) -> List[Feature]:
     """GFF3 features (plain or gzip); comment lines and a trailing ##FASTA section are skipped.
 
-    A feature line without 9 tab-separated columns, or with non-integer / reversed coordinates, raises
-    GFFFormatError naming the file and line.
+    A feature line without 9 tab-separated columns, with non-integer / reversed coordinates, a strand other than
+    + - . ?, or an attribute without '=' raises GFFFormatError naming the file and line.
     """
-    features = []
+    features, lineno = [], 0
     with open_text(path) as handle:
-        for lineno, line in enumerate(handle, 1):
+        for lineno, line in enumerate(checked_lines(path, handle), 1):
             line = line.rstrip("\n\r")
             if line.startswith("##FASTA"):
                 break
@@ -153,27 +205,86 @@ def read_gff3(path) -> List[Feature]:
             cols = line.split("\t")
             if len(cols) != 9:
                 raise GFFFormatError(f"{path}, line {lineno}: expected 9 tab-separated columns, got {len(cols)}")
-            try:
-                start, end = int(cols[3]), int(cols[4])
-            except ValueError:
+            if not (_INTEGER.fullmatch(cols[3]) and _INTEGER.fullmatch(cols[4])):  # int() takes '1_0' as 10
                 raise GFFFormatError(f"{path}, line {lineno}: start/end {cols[3]!r}, {cols[4]!r} are not integers")
+            start, end = int(cols[3]), int(cols[4])
             if start < 1 or end < start:
                 raise GFFFormatError(f"{path}, line {lineno}: bad coordinates start={start}, end={end}")
-            attrs = tuple(tuple(kv.split("=", 1)) for kv in cols[8].strip().split(";") if "=" in kv)
+            if cols[6] not in ("+", "-", ".", "?"):
+                raise GFFFormatError(f"{path}, line {lineno}: strand {cols[6]!r} is not one of + - . ?")
+            pairs = [kv for kv in cols[8].strip().split(";") if kv.strip()]
+            if any("=" not in kv for kv in pairs):
+                raise GFFFormatError(f"{path}, line {lineno}: attribute without '=' in {cols[8][:60]!r}")
+            attrs = tuple(tuple(kv.split("=", 1)) for kv in pairs)
             strand = {"+": 1, "-": -1}.get(cols[6], 0)
             features.append(Feature(cols[0], cols[2], start - 1, end, strand, attrs))
+    if lineno == 0:
+        raise GFFFormatError(f"{path}: empty file")
     return features
 
 
-def read_genbank_features(path) -> Tuple[Dict[str, str], List[Feature]]:
-    """(sequences by record id, features) of a GenBank file; compound locations give one Feature per part."""
-    from Bio import SeqIO
+_INTEGER = re.compile(r"\s*[0-9]+\s*")
+_FEATURE_KEY = re.compile(r" {5}[A-Za-z0-9_'*-]+ *")
 
-    seqs, features = {}, []
+
+_GENBANK_KEYWORDS = {"LOCUS", "DEFINITION", "ACCESSION", "VERSION", "DBLINK", "KEYWORDS", "SEGMENT", "SOURCE",
+                     "REFERENCE", "COMMENT", "PRIMARY", "PROJECT", "NID", "GI", "BASE", "FEATURES", "ORIGIN", "CONTIG",
+                     "WGS", "WGS_SCAFLD", "TSA", "TLS", "MEDLINE"}
+
+
+def _genbank_feature_counts(path) -> List[int]:
+    """Feature count per record from the layout of the file, which Biopython reads leniently: a damaged keyword
+    drops its line (a damaged FEATURES drops the whole table, a damaged VERSION changes the record id), a shifted key
+    line is taken as a key with spaces. Raises GenomeDataError naming the file and line for a LOCUS line without the
+    length, a header line that does not start with a GenBank keyword or a space, a VERSION that is not the
+    ACCESSION's, and a feature-table line that is neither a key line (5 spaces, the key, the location from column 22)
+    nor a qualifier line (21 spaces)."""
+    counts, section, accession = [], None, None
     with open_text(path) as handle:
-        for rec in SeqIO.parse(handle, "genbank"):
+        for lineno, line in enumerate(handle, 1):
+            line = line.rstrip("\r\n")
+            words = line.split()
+            if line.startswith("LOCUS"):
+                if not re.search(r"\s\d+ (bp|aa)\b", line):  # without it Biopython cannot check the length
+                    raise GenomeDataError(f"{path}, line {lineno}: LOCUS line without the sequence length "
+                                          f"('<n> bp'): {line[:60]!r}")
+                counts.append(0)
+                section, accession = "header", None
+            elif section in (None, "sequence"):  # before the first record, between records, or in the sequence
+                section = None if line.startswith("//") else section
+            elif line[:1].strip():  # a keyword line
+                if words[0] not in _GENBANK_KEYWORDS:
+                    raise GenomeDataError(f"{path}, line {lineno}: {words[0][:20]!r} is not a GenBank keyword "
+                                          f"(damaged line?)")
+                section = {"FEATURES": "features", "ORIGIN": "sequence", "CONTIG": "sequence"}.get(words[0], "header")
+                if words[0] == "ACCESSION" and len(words) > 1:
+                    accession = words[1]
+                if words[0] == "VERSION" and len(words) > 1 and words[1].rsplit(".", 1)[0] != accession:
+                    raise GenomeDataError(f"{path}, line {lineno}: VERSION {words[1]!r} is not a version of the "
+                                          f"ACCESSION {accession!r}")
+            elif section == "features" and _FEATURE_KEY.fullmatch(line[:21]) and line[21:22].strip():
+                counts[-1] += 1
+            elif section == "features" and not re.match(r" {21}\S", line) or re.match(r" {5}\S", line):
+                raise GenomeDataError(f"{path}, line {lineno}: not a GenBank feature table line ({line[:40]!r}): "
+                                      f"a key line is 5 spaces, the key, and the location from column 22")
+    return counts
+
+
+def read_genbank_features(path) -> Tuple[Dict[str, str], List[Feature]]:
+    """(sequences by record id, features) of a GenBank file; compound locations give one Feature per part. A feature
+    table whose layout Biopython would read only in part, or a location outside the sequence, raises
+    GenomeDataError naming the file and the record or line."""
+    seqs, features, counts = {}, [], _genbank_feature_counts(path)
+    with open_text(path) as handle:
+        for index, rec in enumerate(_genbank_records(path, handle)):
             seqs[rec.id] = str(rec.seq)
+            if index >= len(counts) or len(rec.features) != counts[index]:
+                raise GenomeDataError(f"{path}, record {index + 1} ({rec.id}): {len(rec.features)} features parsed, "
+                                      f"the table has {counts[index] if index < len(counts) else 0} key lines")
             for f in rec.features:
+                if any(not 0 <= p.start < p.end <= len(rec.seq) for p in f.location.parts):
+                    raise GenomeDataError(f"{path}, record {index + 1} ({rec.id}): {f.type} location {f.location} "
+                                          f"is outside the {len(rec.seq)} bp sequence")
                 for part in f.location.parts:
                     attrs = tuple((k, v[0]) for k, v in f.qualifiers.items() if v)
                     features.append(Feature(rec.id, f.type, int(part.start), int(part.end), part.strand or 0, attrs))

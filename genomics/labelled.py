@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from ssmkit.data import ResumableDataModule
 
 from .errors import LabelledDataError
-from .io import Feature, iter_records, open_text, read_genbank_features, read_gff3, sniff_format
+from .io import (Feature, checked_lines, fasta_records, iter_records, open_text, read_genbank_features, read_gff3,
+                 sniff_format)
 from .tokenizer import COMPLEMENT, PAD, DNATokenizer
 
 Example = Tuple[str, int]
@@ -28,11 +29,17 @@ def read_labelled_csv(path) -> List[Example]:
     """GenomicBenchmarks `seq,label` CSV (plain or gzip); integer labels. Bad rows name the file and line."""
     out = []
     with open_text(path) as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(checked_lines(path, f))
         if reader.fieldnames is None or not {"seq", "label"} <= set(reader.fieldnames):
             raise LabelledDataError(f"{path}, line 1: expected columns 'seq' and 'label', got {reader.fieldnames}")
+        if len(set(reader.fieldnames)) != len(reader.fieldnames):
+            raise LabelledDataError(f"{path}, line 1: repeated column name in {reader.fieldnames}")
         for row in reader:
             line = reader.line_num
+            if None in row or None in row.values():  # DictReader's marks of a longer / shorter row
+                got = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, ()))
+                raise LabelledDataError(f"{path}, line {line}: expected {len(reader.fieldnames)} comma-separated "
+                                        f"fields like the header, got {got}")
             seq, label = (row.get("seq") or "").strip(), (row.get("label") or "").strip()
             if not seq:
                 raise LabelledDataError(f"{path}, line {line}: empty sequence")
@@ -49,8 +56,7 @@ def read_labelled_fasta(path) -> List[Example]:
     """FASTA whose headers carry the label: `>id label=1` or `>id ... 1` (last word). Names file and record."""
     out = []
     with open_text(path) as f:
-        from Bio.SeqIO.FastaIO import SimpleFastaParser
-        for i, (title, seq) in enumerate(SimpleFastaParser(f), 1):
+        for i, (title, seq) in enumerate(fasta_records(path, f), 1):
             words = title.split()
             tags = [w.split("=", 1)[1] for w in words if w.startswith("label=")]
             label = tags[0] if tags else (words[-1] if len(words) > 1 else "")
@@ -62,6 +68,8 @@ def read_labelled_fasta(path) -> List[Example]:
             if not seq:
                 raise LabelledDataError(f"{path}, record {i} ({title[:40]!r}): empty sequence")
             out.append((seq, label))
+    if not out:
+        raise LabelledDataError(f"{path}: no FASTA records")
     return out
 
 

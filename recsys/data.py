@@ -12,11 +12,13 @@ with two: train + test). The test history therefore contains the valid item. Pad
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import math
 import pathlib
+import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -65,13 +67,45 @@ def _number(text: str, path, line: int, column: str) -> float:
     return value
 
 
+def _ids(user: str, item: str, path, line: int) -> None:
+    for column, value in (("user id", user), ("item id", item)):
+        if not value.strip():
+            raise DataFormatError(path, line, f"empty {column}")
+
+
+def _decode_error_line(path: pathlib.Path) -> int:
+    """The line of the first byte that is not UTF-8 (the text decoder only knows its position in a buffered chunk)."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        with contextlib.suppress(EOFError, zlib.error, gzip.BadGzipFile):
+            raw = gzip.decompress(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return raw[:e.start].count(b"\n") + 1
+    return 1
+
+
 def _lines(path: pathlib.Path) -> Iterator[Tuple[int, str]]:
-    """(line number, line without newline), skipping blank lines."""
-    with _open_text(path) as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+    """(line number, line without newline), skipping blank lines. Text that is not UTF-8, a damaged or cut gzip
+    stream, an empty file and a last line without its line end (a file cut mid-line) raise DataFormatError."""
+    number, line, seen = 0, "\n", False
+    try:
+        with _open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    seen = True
+                    yield number, line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, _decode_error_line(path), f"not UTF-8 text ({e.reason}); convert the file to "
+                              "UTF-8") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataFormatError(path, number + 1, f"gzip stream is damaged or cut short ({e})") from None
+    if not seen:
+        raise DataFormatError(path, 1, "empty file")
+    if not line.endswith(("\n", "\r")):
+        raise DataFormatError(path, number, f"the file ends inside a line ({line[-30:]!r} has no line end), so it "
+                              f"looks cut off; if that line is complete, end the file with a newline")
 
 
 def read_atomic_inter(path) -> InteractionLog:
@@ -94,6 +128,8 @@ def read_atomic_inter(path) -> InteractionLog:
         if kind != INTER_FIELDS[name]:
             raise DataFormatError(path, 1, f"column {name!r} must be typed {INTER_FIELDS[name]!r}, got {field!r}")
         columns.append(name)
+    if len(set(columns)) != len(columns):
+        raise DataFormatError(path, 1, f"a column appears twice in the header: {header!r}")
     for needed in ("user_id", "item_id"):
         if needed not in columns:
             raise DataFormatError(path, 1, f"header has no {needed!r} column: {header!r}")
@@ -107,6 +143,7 @@ def read_atomic_inter(path) -> InteractionLog:
             raise DataFormatError(path, number, f"expected {len(columns)} tab-separated fields, got {len(fields)}")
         if r is not None:
             _number(fields[r], path, number, "rating")
+        _ids(fields[u], fields[i], path, number)
         users.append(fields[u])
         items.append(fields[i])
         times.append(_number(fields[t], path, number, "timestamp") if t is not None else float(len(times)))
@@ -124,6 +161,7 @@ def read_movielens(path) -> InteractionLog:
             raise DataFormatError(path, number, f"expected 4 fields separated by {sep!r} "
                                   f"(user, item, rating, timestamp), got {len(fields)}")
         _number(fields[2], path, number, "rating")
+        _ids(fields[0], fields[1], path, number)
         users.append(fields[0])
         items.append(fields[1])
         times.append(_number(fields[3], path, number, "timestamp"))

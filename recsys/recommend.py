@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import math
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
@@ -103,26 +104,52 @@ def _read_interactions(handle: TextIO, name: str):
             continue
         if len(row) not in (2, 3):
             raise ValueError(f"{name}:{number}: expected 'user,item[,timestamp]', got {len(row)} fields")
+        if not row[0].strip() or not row[1].strip():
+            raise ValueError(f"{name}:{number}: empty {'user' if not row[0].strip() else 'item'} id")
         stamp = None
         if len(row) == 3:
             try:
                 stamp = float(row[2])
             except ValueError:
                 raise ValueError(f"{name}:{number}: timestamp {row[2]!r} is not a number") from None
+            if not math.isfinite(stamp):
+                raise ValueError(f"{name}:{number}: timestamp {row[2]!r} is not finite")
         yield number, row[0].strip(), row[1].strip(), stamp
+
+
+def _whole_lines(handle: TextIO, path: str):
+    """The file's lines; text that is not UTF-8 or a last line without its line end (a file cut mid-number) raises
+    ValueError naming the file and line."""
+    number = 0
+    try:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(("\n", "\r")):
+                raise ValueError(f"{path}:{number}: the file ends inside a line ({line[-30:]!r} has no line end), "
+                                 f"so it looks cut off; if that line is complete, end the file with a newline")
+            yield line
+    except UnicodeDecodeError as e:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:  # the decoder's position is within a buffered chunk: find the line of the first bad byte
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exact:
+            number = raw[:exact.start].count(b"\n")
+        raise ValueError(f"{path}:{number + 1}: not UTF-8 text ({e.reason})") from None
 
 
 def read_histories(path: str) -> Tuple[Dict[str, List[str]], Optional[Dict[str, List[float]]]]:
     """CSV `user,item[,timestamp]` -> histories (stably sorted by timestamp) and times (None without them)."""
     rows: Dict[str, List[Tuple[float, int, str]]] = {}
     has_time = None
-    with open(path, newline="") as f:
-        for number, user, item, stamp in _read_interactions(f, path):
+    with open(path, newline="", encoding="utf-8") as f:
+        for number, user, item, stamp in _read_interactions(_whole_lines(f, path), path):
             if has_time is None:
                 has_time = stamp is not None
             elif has_time != (stamp is not None):
                 raise ValueError(f"{path}:{number}: every row needs a timestamp, or none does")
             rows.setdefault(user, []).append((stamp if stamp is not None else 0.0, number, item))
+    if not rows:
+        raise ValueError(f"{path}: no interactions (an empty file)")
     for user in rows:
         rows[user].sort(key=lambda r: (r[0], r[1]))
     histories = {u: [r[2] for r in v] for u, v in rows.items()}

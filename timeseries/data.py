@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import pathlib
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -111,7 +112,9 @@ def read_series_csv(path, date_col: Optional[str] = "date", encoding: str = "utf
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, header=header)
     except pd.errors.ParserError as e:
-        raise ValueError(f"{path}: malformed CSV: {e}") from None
+        row = re.search(r"starting at row (\d+)", str(e))  # the tokenizer's 0-based line of an unclosed quote
+        where = f", line {int(row[1]) + 1}" if row else ""
+        raise ValueError(f"{path}{where}: malformed CSV: {str(e).strip()}") from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file, expected a header line with a '{date_col}' column") from None
     first_line = 2 if date_col is not None else 1

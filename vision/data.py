@@ -7,6 +7,7 @@ Images become float tensors (C, H, W) normalised by the dataset's mean and std; 
 from __future__ import annotations
 
 import gzip
+import io
 import pathlib
 import zlib
 from typing import Optional, Sequence, Tuple
@@ -197,11 +198,20 @@ class DigitsDataModule(_SplitDataModule):
 
 
 def load_rgb(path: str):
-    """Decode an image file to RGB (PIL), re-raising any decode or truncation error as a ValueError naming the file."""
+    """Decode an image file to RGB (PIL), re-raising any decode or truncation error as a ValueError naming the file.
+    A PNG's chunk checksums and its end chunk are checked first (decoding alone checks neither IDAT's nor IEND's CRC,
+    so a damaged or cut file could decode without an error)."""
     from PIL import Image
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            raw = f.read()
+        img = Image.open(io.BytesIO(raw))
+        if img.format == "PNG":
+            img.verify()  # every chunk's CRC but IEND's, whose bytes are fixed: its absence means a cut file
+            if raw.rfind(b"\0\0\0\0IEND\xaeB`\x82") < 0:
+                raise ValueError("no complete IEND chunk at the end: the file is cut short or damaged")
+            img = Image.open(io.BytesIO(raw))
+        return img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
 
