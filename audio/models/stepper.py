@@ -13,9 +13,13 @@ allocations), not arithmetic. The stepper computes the same function as `SaShiMi
 A stepper is a snapshot: every tensor it uses is copied or derived from the parameters when it is built, so a later
 change of the weights does not reach it (build a new one; `generate` builds one per batch, so it always uses the
 current weights). It computes the eval-mode network (dropout off) and requires the model in eval mode.
+The fused matrices (O(N^3) per channel: a complex solve per channel, ~70 ms for the small preset, more than 100 sample
+steps) are cached per layer, keyed like the core layers' own step cache by each SSM parameter's (data_ptr, version):
+an in-place optimiser step, `load_state_dict` or `.to()` changes the key and the next stepper recomputes them.
 """
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional
 
 import torch
@@ -23,6 +27,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .recurrence import fused_matrix
+
+
+_FUSED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()  # layer -> (key, M^T)
+
+
+def _fused(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """fused_matrix(layer, dtype), recomputed only when an SSM parameter changed (see the module docstring)."""
+    key = (dtype, *((p.data_ptr(), p._version) for p in (layer.D, *layer.kernel.parameters())))
+    cached = _FUSED.get(layer)
+    if cached is None or cached[0] != key:
+        cached = _FUSED[layer] = (key, fused_matrix(layer, dtype))
+    return cached[1]
 
 
 def _frozen(t: torch.Tensor) -> torch.Tensor:
@@ -45,7 +61,7 @@ class _SSMBlock:
     def __init__(self, block: nn.Module, batch_size: int):
         layer, ref = block.layer, block.norm.weight
         self.norm = _norm(block.norm)
-        self.Mt = fused_matrix(layer, ref.dtype)  # (H, n + 1, n + 1)
+        self.Mt = _fused(layer, ref.dtype)  # (H, n + 1, n + 1), never written
         H, n1 = self.Mt.shape[:2]
         self.cur, self.nxt = ref.new_zeros(H, batch_size, n1), ref.new_zeros(H, batch_size, n1)
         self.slot_cur, self.slot_nxt = self.cur[:, :, -1].t(), self.nxt[:, :, -1].t()  # (B, H) input / output

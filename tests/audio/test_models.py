@@ -7,6 +7,7 @@ import torch
 from ssmkit.audio import generate
 from ssmkit.audio.models import SaShiMi, WaveNet
 from ssmkit.audio.models.recurrence import fused_matrix, ssm_step
+from ssmkit.audio.models.stepper import _fused
 from ssmkit.core.layers import S4, S4D
 
 
@@ -65,6 +66,25 @@ def test_fused_recurrence_matches_the_core_layer_step(cls):
             y_core, s_core = layer.step(x[:, t], s_core)
             y_fused, s_fused = ssm_step(layer, Mt, x[:, t], s_fused)
             torch.testing.assert_close(y_fused, y_core, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [S4, S4D])
+def test_fused_matrix_cache_follows_every_parameter_change(cls):
+    torch.manual_seed(2)
+    layer, other = cls(6, d_state=8).eval(), cls(6, d_state=8).eval()
+    first = _fused(layer, torch.float32)
+    assert _fused(layer, torch.float32) is first  # unchanged parameters: the cached matrix
+    with torch.no_grad():
+        for change in (lambda: layer.kernel.log_dt.add_(0.3) if cls is S4D else layer.kernel.inv_dt.add_(0.3),
+                       lambda: layer.D.mul_(2.0),  # every SSM parameter is in the key, D included
+                       lambda: layer.load_state_dict(other.state_dict()),
+                       lambda: setattr(layer.kernel.C, "data", layer.kernel.C.data + 1.0)):
+            before = _fused(layer, torch.float32)
+            change()
+            after = _fused(layer, torch.float32)
+            assert after is not before
+            torch.testing.assert_close(after, fused_matrix(layer), rtol=0, atol=0)
+    assert _fused(layer, torch.float64).dtype == torch.float64
 
 
 @pytest.mark.parametrize("layer", ["s4", "s4d"])
