@@ -7,8 +7,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .base import SequentialRecommender, gather_last
+from .base import SequentialRecommender, dropout, gather_last
 
 
 class GRU4Rec(SequentialRecommender):
@@ -43,5 +44,11 @@ class GRU4Rec(SequentialRecommender):
         return (w.new_zeros(self.n_layers, batch_size, self.gru_size),)
 
     def step(self, item: torch.Tensor, state: Tuple[torch.Tensor], time: Optional[torch.Tensor] = None):
-        out, h = self.gru(self.emb_dropout(self.item_embedding(item)).unsqueeze(1), state[0])
-        return self.dense(out[:, 0]), (h,)
+        """One `gru_cell` per layer (the GRU's own equations, without `nn.GRU`'s per-call packing overhead)."""
+        x = dropout(self.emb_dropout, F.embedding(item, self.item_embedding.weight, 0))
+        hs = []
+        for k in range(self.n_layers):
+            x = torch.gru_cell(x, state[0][k], getattr(self.gru, f"weight_ih_l{k}"),
+                               getattr(self.gru, f"weight_hh_l{k}"))
+            hs.append(x)
+        return F.linear(x, self.dense.weight, self.dense.bias), (torch.stack(hs),)

@@ -13,10 +13,31 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ssmkit.core.layers import Mamba
+from ssmkit.core.layers import Mamba, MambaState
 
-from .base import FeedForward, SequentialRecommender, gather_last
+from .base import FeedForward, SequentialRecommender, dropout, gather_last, layer_norm
+
+
+def mamba_step(m: Mamba, x_t: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
+    """`m.step(x_t, state)` with the same math in a few fused calls and no argument checks: the per-interaction
+    cost of streaming one user is the number of tensor ops, not their size (tested equal to `Mamba.step`).
+
+    x_t (B, d_model) of the module's dtype; state from `m.initial_state` (the SSM state in fp32, fp64 for fp64).
+    """
+    f = state.ssm.dtype
+    xs, z = F.linear(x_t, m.in_proj.weight, m.in_proj.bias).chunk(2, dim=-1)
+    window = torch.cat([state.conv, xs.unsqueeze(-1)], dim=-1)                  # (B, d_inner, d_conv)
+    u = (window * m.conv1d.weight.squeeze(1)).sum(-1)
+    u = F.silu(u + m.conv1d.bias if m.conv1d.bias is not None else u)
+    dt, B, C = F.linear(u, m.x_proj.weight).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    dt = F.softplus(F.linear(dt, m.dt_proj.weight).to(f) + m.dt_proj.bias.to(f))
+    uf = u.to(f)
+    h = torch.addcmul(torch.exp(dt.unsqueeze(-1) * -torch.exp(m.A_log.to(f))) * state.ssm,
+                      (dt * uf).unsqueeze(-1), B.to(f).unsqueeze(1))             # (B, d_inner, d_state)
+    y = torch.addcmul(torch.bmm(h, C.to(f).unsqueeze(-1)).squeeze(-1), m.D.to(f), uf) * F.silu(z.to(f))
+    return F.linear(y.to(x_t.dtype), m.out_proj.weight, m.out_proj.bias), MambaState(window[:, :, 1:], h)
 
 
 class MambaLayer(nn.Module):
@@ -31,14 +52,14 @@ class MambaLayer(nn.Module):
         self.ffn = FeedForward(d_model, 4 * d_model, dropout)
 
     def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = self.dropout(y)
-        return self.ffn(self.LayerNorm(y + x if self.residual else y))
+        y = dropout(self.dropout, y)
+        return self.ffn(layer_norm(self.LayerNorm, y + x if self.residual else y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._finish(self.mamba(x), x)
 
     def step(self, x_t: torch.Tensor, state):
-        y, state = self.mamba.step(x_t, state)
+        y, state = mamba_step(self.mamba, x_t, state)
         return self._finish(y, x_t), state
 
 
@@ -69,7 +90,7 @@ class Mamba4Rec(SequentialRecommender):
         return tuple(layer.mamba.initial_state(batch_size) for layer in self.layers)
 
     def step(self, item: torch.Tensor, state: Tuple, time: Optional[torch.Tensor] = None):
-        x = self.LayerNorm(self.emb_dropout(self.item_embedding(item)))
+        x = layer_norm(self.LayerNorm, dropout(self.emb_dropout, F.embedding(item, self.item_embedding.weight, 0)))
         new = []
         for layer, s in zip(self.layers, state):
             x, s = layer.step(x, s)

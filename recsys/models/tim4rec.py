@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from ssmkit.core.blocks import RMSNormGated
 from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
-from ssmkit.core.ops import causal_conv1d, causal_conv1d_update, ssd
+from ssmkit.core.ops import causal_conv1d, ssd
 
-from .base import FeedForward, SequentialRecommender, gather_last, padding_mask
+from .base import FeedForward, SequentialRecommender, dropout, gather_last, layer_norm, padding_mask
 
 DAY = 86400.0
 
@@ -111,23 +111,33 @@ class TiSSD(nn.Module):
                           zeros(batch_size, self.nheads, self.headdim, self.d_state))
 
     def step(self, x_t: torch.Tensor, T_t: torch.Tensor, state: TiSSDState):
-        """x_t (B, D), T_t (B, H) -> (y_t (B, D), T'_t (B, H), new state)."""
-        z, xBC, dt = self._split(self.in_proj(x_t))
-        xBC, conv = causal_conv1d_update(xBC, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        """x_t (B, D), T_t (B, H) -> (y_t (B, D), T'_t (B, H), new state). `forward`'s math on one position, in
+        functional calls (streaming one user costs per tensor op, not per element)."""
+        z, xBC, dt = self._split(F.linear(x_t, self.in_proj.weight))
+        xBC, conv = _conv_step(xBC, state.conv, self.conv1d)
+        xBC = F.silu(xBC)
         xs, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
-        u, time1 = causal_conv1d_update(T_t * self.time_mlp(T_t), state.time1, self.time_conv1.weight.squeeze(1),
-                                        self.time_conv1.bias)
-        tau, time2 = causal_conv1d_update(F.hardswish(u), state.time2, self.time_conv2.weight.squeeze(1),
-                                          self.time_conv2.bias)
+        mlp1, mlp2 = self.time_mlp[1], self.time_mlp[3]
+        s = F.silu(F.linear(dropout(self.time_mlp[0], T_t), mlp1.weight, mlp1.bias))
+        u, time1 = _conv_step(T_t * F.linear(s, mlp2.weight, mlp2.bias), state.time1, self.time_conv1)
+        tau, time2 = _conv_step(F.hardswish(u), state.time2, self.time_conv2)
         tau = F.hardswish(tau)
         delta = self._delta(dt, tau)                                                    # (B, H)
         xh = xs.float().unflatten(-1, (self.nheads, self.headdim))                      # (B, H, P)
         decay = torch.exp(delta * -torch.exp(self.A_log.float()))
-        ssm = decay[..., None, None] * state.ssm + (delta[..., None] * xh).unsqueeze(-1) * B.float()[:, None, None, :]
-        y = torch.einsum("bhpn,bn->bhp", ssm, C.float()) + xh * self.D.float()[:, None]
-        y = self.out_proj(self.norm(y.flatten(-2).to(x_t.dtype), z))
-        g = torch.sigmoid(self.time_gate(T_t))
-        return y, g * T_t + (1 - g) * tau, TiSSDState(conv, time1, time2, ssm)
+        ssm = torch.addcmul(decay[..., None, None] * state.ssm, (delta[..., None] * xh).unsqueeze(-1),
+                            B.float()[:, None, None, :])
+        y = torch.addcmul(torch.matmul(ssm, C.float()[:, None, :, None]).squeeze(-1), xh, self.D.float()[:, None])
+        y = y.flatten(-2).to(x_t.dtype) * F.silu(z)                                    # self.norm(y, z) with
+        y = F.linear(F.rms_norm(y, (self.d_inner,), self.norm.weight, self.norm.eps), self.out_proj.weight)  # d groups
+        g = torch.sigmoid(F.linear(T_t, self.time_gate.weight, self.time_gate.bias))
+        return y, torch.lerp(tau, T_t, g), TiSSDState(conv, time1, time2, ssm)
+
+
+def _conv_step(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One position of a depthwise causal Conv1d: x (B, C), window (B, C, W - 1) of past inputs -> (y, new window)."""
+    full = torch.cat([window.to(x.dtype), x.unsqueeze(-1)], dim=-1)
+    return (full * conv.weight.squeeze(1)).sum(-1) + conv.bias, full[:, :, 1:]
 
 
 class TiM4RecLayer(nn.Module):
@@ -142,8 +152,8 @@ class TiM4RecLayer(nn.Module):
         self.ffn = FeedForward(d_model, 4 * d_model, dropout, activation="hardswish")
 
     def _finish(self, y, x):
-        y = self.dropout(y)
-        return self.ffn(self.LayerNorm(y + x if self.residual else y))
+        y = dropout(self.dropout, y)
+        return self.ffn(layer_norm(self.LayerNorm, y + x if self.residual else y))
 
     def forward(self, x, T):
         y, T = self.tissd(x, T)
@@ -203,7 +213,7 @@ class TiM4Rec(SequentialRecommender):
         time = time.to(torch.float64)
         gap = torch.where(state.seen, (time - state.last_time).clamp(min=0), torch.zeros_like(time))
         T = torch.log1p(gap / DAY).float().unsqueeze(-1).expand(-1, self.nheads)
-        x = self.LayerNorm(self.emb_dropout(self.item_embedding(item)))
+        x = layer_norm(self.LayerNorm, dropout(self.emb_dropout, F.embedding(item, self.item_embedding.weight, 0)))
         new = []
         for layer, s in zip(self.layers, state.layers):
             x, T, s = layer.step(x, T, s)

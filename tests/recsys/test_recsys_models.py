@@ -125,3 +125,23 @@ def test_presets_build_the_original_configurations():
         assert cls.from_preset("recbole").hidden_size == 64
     with pytest.raises(ValueError, match="unknown SASRec preset"):
         SASRec.from_preset("huge")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lean_mamba_step_equals_the_core_mixer_step(dtype):
+    from ssmkit.core.layers import Mamba
+    from ssmkit.recsys.models.mamba4rec import mamba_step
+    torch.manual_seed(0)
+    mixer = Mamba(16, d_state=8, dtype=dtype)
+    for p in mixer.parameters():  # move every parameter (conv bias, D, dt bias) off its init
+        p.data += 0.1 * torch.randn_like(p)
+    state = mixer.initial_state(3)
+    lean = state
+    with torch.inference_mode():
+        for _ in range(6):
+            x = torch.randn(3, 16, dtype=dtype)
+            y, state = mixer.step(x, state)
+            y_lean, lean = mamba_step(mixer, x, lean)
+            torch.testing.assert_close(y_lean, y)
+            torch.testing.assert_close(lean.conv, state.conv)
+            torch.testing.assert_close(lean.ssm, state.ssm)
