@@ -37,7 +37,8 @@ def _fused(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     key = (dtype, *((p.data_ptr(), p._version) for p in (layer.D, *layer.kernel.parameters())))
     cached = _FUSED.get(layer)
     if cached is None or cached[0] != key:
-        cached = _FUSED[layer] = (key, fused_matrix(layer, dtype))
+        with torch.no_grad():
+            cached = _FUSED[layer] = (key, fused_matrix(layer, dtype))
     return cached[1]
 
 
@@ -51,8 +52,8 @@ def _norm(norm: nn.LayerNorm) -> tuple:
 
 
 def _linear(linear: nn.Linear) -> tuple:
-    """(bias, W^T contiguous) for torch.addmm(bias, x, W^T) == linear(x)."""
-    return _frozen(linear.bias), linear.weight.detach().t().contiguous()
+    """(bias, W^T) for torch.addmm(bias, x, W^T) == linear(x); both copies (a snapshot), W^T contiguous."""
+    return _frozen(linear.bias), linear.weight.detach().t().clone(memory_format=torch.contiguous_format)
 
 
 class _SSMBlock:
