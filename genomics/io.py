@@ -133,7 +133,7 @@ def _genbank_records(path, handle):
                 return
             except UnicodeDecodeError:
                 raise
-            except (ValueError, BiopythonParserWarning) as e:
+            except (ValueError, AssertionError, IndexError, KeyError, BiopythonParserWarning) as e:
                 raise FastaFormatError(f"{path}, record {index}: not a valid GenBank record ({e})") from None
         yield rec
 
@@ -150,6 +150,7 @@ def iter_records(path) -> Iterator[Tuple[str, str]]:
         if fmt == "fasta":
             records = fasta_records(path, handle)
         else:
+            _genbank_layout(path)
             records = ((rec.id, rec.seq) for rec in _genbank_records(path, handle))
         index = 0
         for index, (title, seq) in enumerate(records, 1):
@@ -225,6 +226,7 @@ def read_gff3(path) -> List[Feature]:
 
 _INTEGER = re.compile(r"\s*[0-9]+\s*")
 _FEATURE_KEY = re.compile(r" {5}[A-Za-z0-9_'*-]+ *")
+_QUALIFIER = re.compile(r"/[A-Za-z0-9_]+(=.*)?")
 
 
 _GENBANK_KEYWORDS = {"LOCUS", "DEFINITION", "ACCESSION", "VERSION", "DBLINK", "KEYWORDS", "SEGMENT", "SOURCE",
@@ -232,38 +234,58 @@ _GENBANK_KEYWORDS = {"LOCUS", "DEFINITION", "ACCESSION", "VERSION", "DBLINK", "K
                      "WGS", "WGS_SCAFLD", "TSA", "TLS", "MEDLINE"}
 
 
-def _genbank_feature_counts(path) -> List[int]:
+def _genbank_layout(path) -> List[int]:
     """Feature count per record from the layout of the file, which Biopython reads leniently: a damaged keyword
     drops its line (a damaged FEATURES drops the whole table, a damaged VERSION changes the record id), a shifted key
-    line is taken as a key with spaces. Raises GenomeDataError naming the file and line for a LOCUS line without the
-    length, a header line that does not start with a GenBank keyword or a space, a VERSION that is not the
-    ACCESSION's, and a feature-table line that is neither a key line (5 spaces, the key, the location from column 22)
-    nor a qualifier line (21 spaces)."""
-    counts, section, accession = [], None, None
+    line is taken as a key with spaces, text after the last '//' (a cut next record) is skipped. Raises
+    GenomeDataError naming the file and line for a LOCUS line without the length, text between records, a header
+    line that does not start with a GenBank keyword or a space, a VERSION that is not the ACCESSION's or continues on
+    a second line, and a feature-table line that is neither a key line (5 spaces, the key, the location from column
+    22) nor a qualifier line (21 spaces, '/name[=value]', or the rest of a quoted value); a file cut mid-line raises
+    TruncatedFileError."""
+    counts, section, accession, quoted = [], None, None, False
     with open_text(path) as handle:
-        for lineno, line in enumerate(handle, 1):
+        for lineno, line in enumerate(checked_lines(path, handle), 1):
             line = line.rstrip("\r\n")
             words = line.split()
+            if section is None and counts and line.strip() and not line.startswith("LOCUS"):
+                raise GenomeDataError(f"{path}, line {lineno}: text after the end ('//') of record {len(counts)} "
+                                      f"({line[:20]!r}): a damaged or cut record?")
             if line.startswith("LOCUS"):
                 if not re.search(r"\s\d+ (bp|aa)\b", line):  # without it Biopython cannot check the length
                     raise GenomeDataError(f"{path}, line {lineno}: LOCUS line without the sequence length "
                                           f"('<n> bp'): {line[:60]!r}")
                 counts.append(0)
-                section, accession = "header", None
-            elif section in (None, "sequence"):  # before the first record, between records, or in the sequence
-                section = None if line.startswith("//") else section
+                section, accession, keyword = "header", None, "LOCUS"
+            elif line.startswith("//"):
+                section = None
+            elif section in (None, "sequence"):  # before the first record (release notes) or in the sequence
+                continue
             elif line[:1].strip():  # a keyword line
                 if words[0] not in _GENBANK_KEYWORDS:
                     raise GenomeDataError(f"{path}, line {lineno}: {words[0][:20]!r} is not a GenBank keyword "
                                           f"(damaged line?)")
                 section = {"FEATURES": "features", "ORIGIN": "sequence", "CONTIG": "sequence"}.get(words[0], "header")
-                if words[0] == "ACCESSION" and len(words) > 1:
+                keyword = words[0]
+                if keyword == "ACCESSION" and len(words) > 1:
                     accession = words[1]
-                if words[0] == "VERSION" and len(words) > 1 and words[1].rsplit(".", 1)[0] != accession:
-                    raise GenomeDataError(f"{path}, line {lineno}: VERSION {words[1]!r} is not a version of the "
-                                          f"ACCESSION {accession!r}")
+                if keyword == "VERSION" and len(words) > 1 and accession and not re.fullmatch(
+                        re.escape(accession) + r"(\.[0-9]+)?", words[1]):
+                    raise GenomeDataError(f"{path}, line {lineno}: VERSION {words[1]!r} is not the ACCESSION "
+                                          f"{accession!r} or '<ACCESSION>.<n>'")
+            elif section == "header" and keyword in ("LOCUS", "VERSION"):  # one-line keywords: no continuation
+                raise GenomeDataError(f"{path}, line {lineno}: a continuation of the one-line {keyword} line "
+                                      f"({line.strip()[:30]!r}): a damaged line?")
+            elif section == "features" and quoted and line.startswith(" " * 21):  # inside a "..." value
+                quoted ^= line.count('"') % 2 == 1
             elif section == "features" and _FEATURE_KEY.fullmatch(line[:21]) and line[21:22].strip():
                 counts[-1] += 1
+                quoted = False
+            elif section == "features" and line.startswith(" " * 21 + "/"):
+                if not _QUALIFIER.fullmatch(line[21:]):
+                    raise GenomeDataError(f"{path}, line {lineno}: not a qualifier ('/name' or '/name=value'): "
+                                          f"{line[21:60]!r}")
+                quoted = line.count('"') % 2 == 1
             elif section == "features" and not re.match(r" {21}\S", line) or re.match(r" {5}\S", line):
                 raise GenomeDataError(f"{path}, line {lineno}: not a GenBank feature table line ({line[:40]!r}): "
                                       f"a key line is 5 spaces, the key, and the location from column 22")
@@ -274,7 +296,7 @@ def read_genbank_features(path) -> Tuple[Dict[str, str], List[Feature]]:
     """(sequences by record id, features) of a GenBank file; compound locations give one Feature per part. A feature
     table whose layout Biopython would read only in part, or a location outside the sequence, raises
     GenomeDataError naming the file and the record or line."""
-    seqs, features, counts = {}, [], _genbank_feature_counts(path)
+    seqs, features, counts = {}, [], _genbank_layout(path)
     with open_text(path) as handle:
         for index, rec in enumerate(_genbank_records(path, handle)):
             seqs[rec.id] = str(rec.seq)

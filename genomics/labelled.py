@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import pathlib
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +24,7 @@ from .io import (Feature, checked_lines, fasta_records, iter_records, open_text,
 from .tokenizer import COMPLEMENT, PAD, DNATokenizer
 
 Example = Tuple[str, int]
+_LABEL = re.compile(r"\+?[0-9]+")  # a class index; int() would also take '-1', '1_0' and non-ASCII digits
 
 
 def read_labelled_csv(path) -> List[Example]:
@@ -43,10 +45,9 @@ def read_labelled_csv(path) -> List[Example]:
             seq, label = (row.get("seq") or "").strip(), (row.get("label") or "").strip()
             if not seq:
                 raise LabelledDataError(f"{path}, line {line}: empty sequence")
-            try:
-                out.append((seq, int(label)))
-            except ValueError:
-                raise LabelledDataError(f"{path}, line {line}: label {label!r} is not an integer") from None
+            if not _LABEL.fullmatch(label):
+                raise LabelledDataError(f"{path}, line {line}: label {label!r} is not a class index (0, 1, ...)")
+            out.append((seq, int(label)))
     if not out:
         raise LabelledDataError(f"{path}: no rows")
     return out
@@ -60,11 +61,10 @@ def read_labelled_fasta(path) -> List[Example]:
             words = title.split()
             tags = [w.split("=", 1)[1] for w in words if w.startswith("label=")]
             label = tags[0] if tags else (words[-1] if len(words) > 1 else "")
-            try:
-                label = int(label)
-            except ValueError:
-                raise LabelledDataError(f"{path}, record {i} ({title[:40]!r}): no integer label in the header "
-                                        "(use 'label=K' or end the header with the label)") from None
+            if not _LABEL.fullmatch(label):
+                raise LabelledDataError(f"{path}, record {i} ({title[:40]!r}): no class index (0, 1, ...) as label "
+                                        "in the header (use 'label=K' or end the header with the label)")
+            label = int(label)
             if not seq:
                 raise LabelledDataError(f"{path}, record {i} ({title[:40]!r}): empty sequence")
             out.append((seq, label))
