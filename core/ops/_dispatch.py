@@ -58,10 +58,19 @@ def _power_of_two_chunks(kwargs: dict) -> Optional[str]:
     return None if isinstance(c, int) and c > 0 and c & (c - 1) == 0 else f"chunk_size must be a power of two, got {c}"
 
 
+def _same_dtypes(kwargs: dict) -> Optional[str]:
+    dtypes = {t.dtype for t in kwargs.values() if isinstance(t, torch.Tensor)}
+    return None if len(dtypes) <= 1 else f"its tensors must share one dtype, got {sorted(map(str, dtypes))}"
+
+
+_FP32_64 = frozenset({torch.float32, torch.float64})
 _SCAN = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state"})
 _SSD = frozenset({"D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx", "return_final_states"})
 SUPPORTS: Dict[str, Dict[str, Supports]] = {
-    "cpp": {"selective_scan": Supports(_SCAN)},
+    "cpp": {"selective_scan": Supports(_SCAN),
+            "selective_scan_2d": Supports(frozenset({"D", "delta_bias", "delta_softplus"})),
+            "companion_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
+            "closed_loop_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes)},
     "triton": {"selective_scan": Supports(_SCAN), "ssd": Supports(_SSD)},
     "mamba_ssm": {
         # selective_scan_fn: no initial state, its last state carries no gradient, CUDA kernels for fp32/fp16/bf16

@@ -15,6 +15,10 @@ with zero states outside the grid; |rho| <= 1 keeps it stable. y[t, v] depends o
 Parallel form: the cells of one anti-diagonal s = t + v depend only on anti-diagonal s - 1, so skewing the grid
 (cell (t, v) -> (s, v)) turns the 2-D recurrence into L + V - 1 steps, each vectorised over all variates.
 
+Backends (`backend=`): "torch" is the wavefront above in PyTorch; "cpp" (`kernels/cpu/chimera2d.cpp`) runs the
+recurrence cell by cell with every (D, N) state of a cell in registers and its own backward, and is what "auto"
+picks on CPU.
+
 Layouts: u, delta1, delta2 (B, L, V, D); A (2, D, N) = (A1, A4), negative; couplings (2, D, N) = (rho2, rho3);
 B1, B2, C1, C2 (B, L, V, N); D (D,); delta_bias (2, D) for (delta1, delta2). States fp32 (fp64 for fp64 u).
 """
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_tensor
+from ._dispatch import describe, select
 
 
 def _validate(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias):
@@ -118,12 +123,26 @@ def _shift_variates(h: torch.Tensor) -> torch.Tensor:
 
 
 def selective_scan_2d(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D: Optional[torch.Tensor] = None,
-                      delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False) -> torch.Tensor:
-    """The 2-D selective scan (see module docstring) by anti-diagonal wavefront: (B, L, V, D) -> (B, L, V, D)."""
+                      delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+                      backend: str = "auto") -> torch.Tensor:
+    """The 2-D selective scan (see module docstring): (B, L, V, D) -> (B, L, V, D).
+
+    backend: "auto" (the C++ kernel on CPU when it builds, else PyTorch), "torch" (anti-diagonal wavefront), "cpp".
+    """
     _validate(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias)
-    Bsz, L, V, Dm = u.shape
-    if L == 0 or V == 0:  # an empty grid: an empty output
+    kwargs = dict(u=u, delta1=delta1, delta2=delta2, A=A, couplings=couplings, B1=B1, B2=B2, C1=C1, C2=C2, D=D,
+                  delta_bias=delta_bias, delta_softplus=delta_softplus)
+    call = describe(u.dtype, kwargs, ("D", "delta_bias", "delta_softplus"))
+    impl = select("selective_scan_2d", backend, u.device, _scan_2d_wavefront, call)
+    if u.shape[1] == 0 or u.shape[2] == 0:  # an empty grid: an empty output, the same from every backend
         return torch.zeros_like(u)
+    return impl(**kwargs)
+
+
+def _scan_2d_wavefront(u, delta1, delta2, A, couplings, B1, B2, C1, C2, D=None, delta_bias=None,
+                       delta_softplus=False) -> torch.Tensor:
+    """The PyTorch path: the recurrence by anti-diagonal wavefront (validated inputs, non-empty grid)."""
+    Bsz, L, V, Dm = u.shape
     # Skew the per-cell inputs (small), then form the (.., D, N) terms on the skewed grid; u is zero off the grid.
     u_s, d1, d2, B1, B2, C1, C2 = (_skew(t, L, V) for t in (u, delta1, delta2, B1, B2, C1, C2))
     terms = _terms(u_s, d1, d2, A, couplings, B1, B2, delta_bias, delta_softplus)

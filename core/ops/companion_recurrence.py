@@ -10,7 +10,9 @@ d = 64 with one kernel per channel that squaring is most of a training step.
 - `closed_loop_krylov(a, b, k, v, L)` / `closed_loop_krylov_ref`: [v, M v, ...] for M = (A + b k^T)^T.
 - `companion_kernel_recurrence(a, b, c, L)`: K[l] = c^T A^l b from `companion_krylov` (H, L).
 Shapes: a, b, k (H, d); v (..., H, d) broadcasting over leading dims; results (..., H, d, L). The `_ref`
-oracles apply the dense matrices one step at a time.
+oracles apply the dense matrices one step at a time. Backends: "torch" steps the recurrence in PyTorch (one autograd
+node per column); "cpp" (`kernels/cpu/companion_krylov.cpp`, fp32 / fp64, its own backward) runs all columns in one
+call and is what "auto" picks on CPU.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_tensor
+from ._dispatch import describe, select
 from .companion import companion_matrix
 
 Tensor = torch.Tensor
@@ -42,15 +45,37 @@ def _columns(v: Tensor, L: int, step) -> Tensor:
     return torch.stack(cols, dim=-1) if cols else v.new_zeros(*v.shape, 0)
 
 
-def companion_krylov(a: Tensor, v: Tensor, L: int) -> Tensor:
-    """[v, A v, ..., A^{L-1} v] for A = companion_matrix(a), by the O(d) recurrence: (..., H, d, L)."""
+def _dispatch(op: str, backend: str, torch_impl, **kwargs) -> Tensor:
+    v, L = kwargs["v"], kwargs["L"]
+    impl = select(op, backend, v.device, torch_impl, describe(v.dtype, kwargs, ()))
+    if L == 0 or v.numel() == 0:  # no columns or no vectors: the same empty result from every backend
+        impl = torch_impl
+    return impl(**kwargs)
+
+
+def companion_krylov(a: Tensor, v: Tensor, L: int, backend: str = "auto") -> Tensor:
+    """[v, A v, ..., A^{L-1} v] for A = companion_matrix(a), by the O(d) recurrence: (..., H, d, L).
+
+    backend: "auto" (the C++ kernel on CPU for fp32 / fp64 when it builds), "torch", "cpp".
+    """
     _check(L, v, a=a)
+    return _dispatch("companion_krylov", backend, _companion_krylov_torch, a=a, v=v, L=L)
+
+
+def _companion_krylov_torch(a: Tensor, v: Tensor, L: int) -> Tensor:
     return _columns(v, L, lambda x: torch.addcmul(F.pad(x[..., :-1], (1, 0)), a, x[..., -1:]))
 
 
-def closed_loop_krylov(a: Tensor, b: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
-    """[v, M v, ..., M^{L-1} v] for M = (companion_matrix(a) + b k^T)^T, by the O(d) recurrence: (..., H, d, L)."""
+def closed_loop_krylov(a: Tensor, b: Tensor, k: Tensor, v: Tensor, L: int, backend: str = "auto") -> Tensor:
+    """[v, M v, ..., M^{L-1} v] for M = (companion_matrix(a) + b k^T)^T, by the O(d) recurrence: (..., H, d, L).
+
+    backend: "auto" (the C++ kernel on CPU for fp32 / fp64 when it builds), "torch", "cpp".
+    """
     _check(L, v, a=a, b=b, k=k)
+    return _dispatch("closed_loop_krylov", backend, _closed_loop_krylov_torch, a=a, b=b, k=k, v=v, L=L)
+
+
+def _closed_loop_krylov_torch(a: Tensor, b: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
     ab = torch.stack([a, b], dim=-1)                        # (H, d, 2): both dot products in one product
 
     def step(x):

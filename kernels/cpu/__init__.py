@@ -9,7 +9,10 @@ from .. import BackendUnavailable
 
 # op -> (extension name, C++ sources in this folder)
 _SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
-            "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"])}
+            "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"]),
+            "selective_scan_2d": ("chimera2d", ["chimera2d.cpp"]),
+            "companion_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
+            "closed_loop_krylov": ("companion_krylov", ["companion_krylov.cpp"])}
 _CALLABLES = {}
 
 
@@ -40,6 +43,14 @@ def load(op, device):
         from .bimamba import make_bimamba_scan
 
         fn = make_bimamba_scan(ext)
+    elif op == "selective_scan_2d":
+        from .chimera2d import make_selective_scan_2d
+
+        fn = make_selective_scan_2d(ext)
+    elif op in ("companion_krylov", "closed_loop_krylov"):
+        from . import companion
+
+        fn = (companion.make_companion_krylov if op == "companion_krylov" else companion.make_closed_loop_krylov)(ext)
     else:  # pragma: no cover - every op in _SOURCES has a wrapper above
         raise BackendUnavailable(f"cpp backend has no {op} kernel")
     _CALLABLES[op] = fn

@@ -1,16 +1,17 @@
 """Compile the C++ sources of this folder on first use with torch.utils.cpp_extension and cache the result.
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
-torch and Python versions and hashes the sources, their folder, the compiler flags and the host's CPU features, so
-a cache shared between machines or torch upgrades never loads a stale or foreign binary. A failed build is
-remembered for the life of the process (one warning, then the same error every time) instead of being retried on
-every call.
+torch and Python versions and hashes the sources (with the local headers they include), their folder, the compiler
+flags and the host's CPU features, so a cache shared between machines or torch upgrades never loads a stale or
+foreign binary. A failed build is remembered for the life of the process (one warning, then the same error every
+time) instead of being retried on every call.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import platform
+import re
 import sys
 import threading
 import warnings
@@ -52,7 +53,10 @@ def _cpu_features() -> str:
 def _key(name: str, sources: List[Path], cflags: List[str]) -> str:
     h = hashlib.sha256()
     for src in sources:
-        h.update(src.read_bytes())
+        text = src.read_bytes()
+        h.update(text)
+        for header in re.findall(rb'#include "([^"]+)"', text):  # local headers: a change rebuilds
+            h.update((src.parent / header.decode()).read_bytes())
     h.update(" ".join(cflags).encode())
     h.update(str(_HERE).encode())  # ninja's build file names absolute source paths: one build per checkout
     h.update(os.environ.get("CXX", "c++").encode())
