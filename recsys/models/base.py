@@ -45,6 +45,9 @@ def layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
 
 
+LENGTH_BUCKETS = (2, 4, 8, 16, 32)  # history-length groups of `encode_by_length`
+
+
 def gather_last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """x (B, L, D) -> x[b, lengths[b] - 1] (B, D): the read-out position of a right-padded history."""
     index = (lengths.to(x.device).long() - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
@@ -64,6 +67,7 @@ class SequentialRecommender(nn.Module):
     """
 
     streamable = False
+    group_by_length = True  # forward() encodes histories in length groups (False: one padded call, to compare)
     PRESETS: Dict[str, Dict[str, Any]] = {}
 
     @classmethod
@@ -110,7 +114,33 @@ class SequentialRecommender(nn.Module):
         return F.linear(h, self.item_embedding.weight)
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
-        return self.scores(self.encode(items, lengths, times))
+        h = self.encode_by_length(items, lengths, times) if self.group_by_length else self.encode(items, lengths, times)
+        return self.scores(h)
+
+    def encode_by_length(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None,
+                         bounds: Tuple[int, ...] = LENGTH_BUCKETS) -> torch.Tensor:
+        """`encode` run on groups of similar length (<= 2, <= 4, ... items), each cut to its longest history.
+
+        Equals `encode` on the whole batch (every model reads position length - 1 and ignores right padding,
+        tested), but costs what the real lengths need: a random batch of Beauty is padded to 50 positions while
+        its histories have 8.4 items on average, so one call spends ~85% of its work on padding.
+        """
+        lengths = lengths.to(items.device)
+        cuts = [b for b in bounds if b < items.shape[1]]
+        if not cuts or len(items) < 2:
+            return self.encode(items, lengths, times)
+        group = torch.bucketize(lengths, torch.tensor(cuts, device=items.device))  # lengths <= cuts[g] -> g
+        parts, order = [], []
+        for g in group.unique().tolist():
+            idx = (group == g).nonzero().squeeze(1)
+            width = max(1, int(lengths[idx].max()))
+            parts.append(self.encode(items[idx, :width], lengths[idx],
+                                     None if times is None else times[idx, :width]))
+            order.append(idx)
+        order = torch.cat(order)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(parts)[inverse]
 
     def grow_items(self, n_items: int) -> None:
         """Enlarge the item table to n_items real items; existing rows are kept exactly, new rows drawn N(0, 0.02)."""
