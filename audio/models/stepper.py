@@ -125,7 +125,8 @@ class _UpPool:
 
 class SaShiMiStepper:
     """`stepper(code_t, out=None) -> logits_t` advances the whole U-Net by one sample in place; code_t (B,) int64
-    (not checked: this is the generation inner loop), logits (B, n_classes), written into `out` when given."""
+    with the B it was built for (not checked: this is the generation inner loop), logits (B, n_classes), written into
+    `out` when given."""
 
     def __init__(self, model: nn.Module, batch_size: int):
         if model.training:
