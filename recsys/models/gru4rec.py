@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SequentialRecommender, dropout, gather_last
+from .base import Dropout, SequentialRecommender, dropout, gather_last
 
 
 class GRU4Rec(SequentialRecommender):
@@ -22,7 +22,7 @@ class GRU4Rec(SequentialRecommender):
                  dropout: float = 0.3):
         super().__init__(n_items, hidden_size)
         self.gru_size, self.n_layers, self.dropout = gru_size, n_layers, dropout
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.gru = nn.GRU(hidden_size, gru_size, n_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(gru_size, hidden_size)
         self.init_weights()

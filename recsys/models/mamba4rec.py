@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ssmkit.core.layers import Mamba, MambaState
 
-from .base import FeedForward, SequentialRecommender, dropout, gather_last, layer_norm
+from .base import Dropout, FeedForward, SequentialRecommender, dropout, gather_last, layer_norm
 
 
 def mamba_step(m: Mamba, x_t: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
@@ -47,7 +47,7 @@ class MambaLayer(nn.Module):
         super().__init__()
         self.residual = residual
         self.mamba = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout)
 
@@ -74,7 +74,7 @@ class Mamba4Rec(SequentialRecommender):
                  d_conv: int = 4, expand: int = 2, dropout: float = 0.2):
         super().__init__(n_items, hidden_size)
         self.n_layers, self.d_state, self.d_conv, self.expand, self.dropout = n_layers, d_state, d_conv, expand, dropout
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.layers = nn.ModuleList(MambaLayer(hidden_size, d_state, d_conv, expand, dropout, n_layers > 1)
                                     for _ in range(n_layers))

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import FeedForward, SequentialRecommender, gather_last, padding_mask
+from .base import Dropout, FeedForward, SequentialRecommender, gather_last, padding_mask
 
 
 class SelfAttention(nn.Module):
@@ -23,7 +23,7 @@ class SelfAttention(nn.Module):
         self.n_heads, self.attn_dropout = n_heads, attn_dropout
         self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
         self.dense = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ class SASRec(SequentialRecommender):
         self.hidden_dropout, self.attn_dropout, self.max_len = hidden_dropout, attn_dropout, max_len
         self.position_embedding = nn.Embedding(max_len, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.attention = nn.ModuleList(SelfAttention(hidden_size, n_heads, hidden_dropout, attn_dropout)
                                        for _ in range(n_layers))
         self.ffn = nn.ModuleList(FeedForward(hidden_size, inner_size, hidden_dropout, inner_dropout=False)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ssmkit.core.init import set_optim
 from ssmkit.core.layers import Mamba, partial_flip
 
-from .base import FeedForward, SequentialRecommender, gather_last, padding_mask
+from .base import Dropout, FeedForward, SequentialRecommender, gather_last, padding_mask
 
 
 class GMambaBlock(nn.Module):
@@ -49,7 +49,7 @@ class GMambaBlock(nn.Module):
         self.mamba = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
         self.gru = nn.GRU(d_model, d_model, num_layers=1, bias=False, batch_first=True)
         self.gate_si, self.gate_sig = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
-        self.gate_dropout = nn.Dropout(gate_dropout)
+        self.gate_dropout = Dropout(gate_dropout)
         self.conv1d = nn.Conv1d(d_model, d_model, kernel_size=3, padding=1)
 
     def _gate(self, h: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class SIGMALayer(nn.Module):
         super().__init__()
         self.residual = residual
         self.gmamba = GMambaBlock(d_model, d_state, d_conv, expand, r)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout)
 
@@ -92,7 +92,7 @@ class SIGMA(SequentialRecommender):
         super().__init__(n_items, hidden_size)
         self.n_layers, self.d_state, self.d_conv, self.expand, self.dropout, self.r = (
             n_layers, d_state, d_conv, expand, dropout, r)
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.layers = nn.ModuleList(SIGMALayer(hidden_size, d_state, d_conv, expand, r, dropout, n_layers > 1)
                                     for _ in range(n_layers))

@@ -29,7 +29,7 @@ from ssmkit.core.blocks import RMSNormGated
 from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
 from ssmkit.core.ops import causal_conv1d, ssd
 
-from .base import FeedForward, SequentialRecommender, dropout, gather_last, layer_norm, padding_mask
+from .base import Dropout, FeedForward, SequentialRecommender, dropout, gather_last, layer_norm, padding_mask
 
 DAY = 86400.0
 
@@ -69,7 +69,7 @@ class TiSSD(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1)
         H = self.nheads
-        self.time_mlp = nn.Sequential(nn.Dropout(time_dropout), nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
+        self.time_mlp = nn.Sequential(Dropout(time_dropout), nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
         self.time_conv1 = nn.Conv1d(H, H, d_conv, groups=H, padding=d_conv - 1)
         self.time_conv2 = nn.Conv1d(H, H, d_conv, groups=H, padding=d_conv - 1)
         self.time_gate = nn.Linear(H, H)
@@ -147,7 +147,7 @@ class TiM4RecLayer(nn.Module):
         super().__init__()
         self.residual = residual
         self.tissd = TiSSD(d_model, **tissd)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout, activation="hardswish")
 
@@ -182,7 +182,7 @@ class TiM4Rec(SequentialRecommender):
         super().__init__(n_items, hidden_size)
         self.n_layers, self.d_state, self.d_conv, self.expand, self.headdim = n_layers, d_state, d_conv, expand, headdim
         self.chunk_size, self.dropout, self.time_dropout = chunk_size, dropout, time_dropout
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
         self.layers = nn.ModuleList(
             TiM4RecLayer(hidden_size, dropout, n_layers > 1, d_state=d_state, d_conv=d_conv, expand=expand,

@@ -166,3 +166,19 @@ def test_encoding_by_length_groups_equals_one_call(cls):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
+    from ssmkit.recsys.models.base import Dropout
+    torch.manual_seed(0)
+    drop = Dropout(p)
+    x = (torch.rand(400, 500) + 1).requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    n = kept.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * ((p * (1 - p) / n) ** 0.5)  # 5 sigma
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    assert drop.eval()(x) is x
