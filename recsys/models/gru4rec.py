@@ -37,7 +37,7 @@ class GRU4Rec(SequentialRecommender):
 
     def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
         out, _ = self.gru(self.emb_dropout(self.item_embedding(items)))
-        return gather_last(self.dense(out), lengths)
+        return self.dense(gather_last(out, lengths))
 
     def initial_state(self, batch_size: int) -> Tuple[torch.Tensor]:
         w = self.dense.weight

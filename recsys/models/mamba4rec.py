@@ -73,6 +73,8 @@ class Mamba4Rec(SequentialRecommender):
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 1, d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, dropout: float = 0.2):
         super().__init__(n_items, hidden_size)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.n_layers, self.d_state, self.d_conv, self.expand, self.dropout = n_layers, d_state, d_conv, expand, dropout
         self.emb_dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=1e-12)
@@ -82,9 +84,10 @@ class Mamba4Rec(SequentialRecommender):
 
     def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
         x = self.LayerNorm(self.emb_dropout(self.item_embedding(items)))
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x)
-        return gather_last(x, lengths)
+        last = self.layers[-1]  # after its mixer everything is position-wise: finish the read-out position only
+        return last._finish(gather_last(last.mamba(x), lengths), gather_last(x, lengths))
 
     def initial_state(self, batch_size: int) -> Tuple:
         return tuple(layer.mamba.initial_state(batch_size) for layer in self.layers)

@@ -26,13 +26,15 @@ class SelfAttention(nn.Module):
         self.dropout = Dropout(hidden_dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """x (B, L, D); allowed (B, 1, L, L) bool: query i may attend to key j."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, queries: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, L, D); allowed (B, 1, Q, L) bool: query i may attend to key j. The queries are the positions of x
+        (Q = L), or `queries` (B, Q, D) (the read-out positions only)."""
         heads = lambda t: t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # noqa: E731
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        queries = x if queries is None else queries
+        q, k, v = heads(self.query(queries)), heads(self.key(x)), heads(self.value(x))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                            dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.LayerNorm(self.dropout(self.dense(y.transpose(1, 2).flatten(-2))) + x)
+        return self.LayerNorm(self.dropout(self.dense(y.transpose(1, 2).flatten(-2))) + queries)
 
 
 class SASRec(SequentialRecommender):
@@ -42,6 +44,8 @@ class SASRec(SequentialRecommender):
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 2, n_heads: int = 2,
                  inner_size: int = 256, hidden_dropout: float = 0.5, attn_dropout: float = 0.5, max_len: int = 50):
         super().__init__(n_items, hidden_size)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.n_layers, self.n_heads, self.inner_size = n_layers, n_heads, inner_size
         self.hidden_dropout, self.attn_dropout, self.max_len = hidden_dropout, attn_dropout, max_len
         self.position_embedding = nn.Embedding(max_len, hidden_size)
@@ -62,6 +66,9 @@ class SASRec(SequentialRecommender):
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
         allowed = (causal & padding_mask(items)[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
         allowed = allowed | ~allowed.any(-1, keepdim=True)  # an empty history attends everywhere (read-out unused)
-        for attention, ffn in zip(self.attention, self.ffn):
+        for attention, ffn in zip(self.attention[:-1], self.ffn[:-1]):
             x = ffn(attention(x, allowed))
-        return gather_last(x, lengths)
+        # the last layer only for the read-out position (query length - 1; keys and values from every position)
+        last = (lengths.to(items.device).long() - 1).clamp(min=0).view(-1, 1, 1, 1).expand(-1, 1, 1, L)
+        x = self.ffn[-1](self.attention[-1](x, allowed.gather(2, last), gather_last(x, lengths).unsqueeze(1)))
+        return x.squeeze(1)

@@ -78,8 +78,13 @@ class SIGMALayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        y = self.dropout(self.gmamba(x, lengths, mask))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, last_only: bool = False):
+        """x (B, L, D) -> (B, L, D); with `last_only`, only the read-out position (B, D) (the rest is position-wise
+        after the G-Mamba block)."""
+        y = self.gmamba(x, lengths, mask)
+        if last_only:
+            y, x = gather_last(y, lengths), gather_last(x, lengths)
+        y = self.dropout(y)
         return self.ffn(self.LayerNorm(y + x if self.residual else y))
 
 
@@ -90,6 +95,8 @@ class SIGMA(SequentialRecommender):
     def __init__(self, n_items: int = 0, hidden_size: int = 64, n_layers: int = 1, d_state: int = 32,
                  d_conv: int = 4, expand: int = 2, dropout: float = 0.2, r: int = 5):
         super().__init__(n_items, hidden_size)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.n_layers, self.d_state, self.d_conv, self.expand, self.dropout, self.r = (
             n_layers, d_state, d_conv, expand, dropout, r)
         self.emb_dropout = Dropout(dropout)
@@ -101,9 +108,9 @@ class SIGMA(SequentialRecommender):
     def encode(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
         mask = padding_mask(items)
         x = self.LayerNorm(self.emb_dropout(self.item_embedding(items)))
-        for layer in self.layers:
-            x = layer(x, lengths, mask)
-        return gather_last(x, lengths)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, lengths, mask, last_only=i == len(self.layers) - 1)
+        return x
 
     def initial_state(self, batch_size: int):
         raise NotImplementedError(

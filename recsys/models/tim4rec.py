@@ -180,6 +180,8 @@ class TiM4Rec(SequentialRecommender):
                  d_conv: int = 4, expand: int = 2, headdim: int = 32, chunk_size: int = 32, dropout: float = 0.2,
                  time_dropout: float = 0.0):
         super().__init__(n_items, hidden_size)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.n_layers, self.d_state, self.d_conv, self.expand, self.headdim = n_layers, d_state, d_conv, expand, headdim
         self.chunk_size, self.dropout, self.time_dropout = chunk_size, dropout, time_dropout
         self.emb_dropout = Dropout(dropout)
@@ -197,9 +199,11 @@ class TiM4Rec(SequentialRecommender):
             times = torch.zeros(items.shape, dtype=torch.float64, device=items.device)
         T = time_gaps(times.to(items.device), mask).unsqueeze(-1).expand(-1, -1, self.nheads)
         x = self.LayerNorm(self.emb_dropout(self.item_embedding(items)))
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x, T = layer(x, T)
-        return gather_last(x, lengths)
+        last = self.layers[-1]  # after its mixer everything is position-wise: finish the read-out position only
+        y, _ = last.tissd(x, T)
+        return last._finish(gather_last(y, lengths), gather_last(x, lengths))
 
     def initial_state(self, batch_size: int) -> TiM4RecState:
         device = self.item_embedding.weight.device

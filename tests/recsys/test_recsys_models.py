@@ -182,3 +182,42 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p(p):
     y.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / (1 - p))
     assert drop.eval()(x) is x
+
+
+def _all_positions(model, items, lengths, times):
+    """The layer stack run at every position, read out at length - 1: the oracle for `encode`, which runs its last
+    layer's position-wise part at the read-out position only."""
+    from ssmkit.recsys.models.tim4rec import time_gaps
+    mask = items != 0
+    emb = model.item_embedding(items)
+    if isinstance(model, SASRec):
+        Lb = items.shape[1]
+        x = model.LayerNorm(emb + model.position_embedding(torch.arange(Lb)))
+        allowed = (torch.ones(Lb, Lb, dtype=torch.bool).tril() & mask[:, None, :]).unsqueeze(1)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)
+        for attention, ffn in zip(model.attention, model.ffn):
+            x = ffn(attention(x, allowed))
+    else:
+        x = model.LayerNorm(emb)
+        T = time_gaps(times, mask).unsqueeze(-1).expand(-1, -1, model.nheads) if isinstance(model, TiM4Rec) else None
+        for layer in model.layers:
+            if isinstance(model, SIGMA):
+                x = layer(x, lengths, mask)
+            elif T is not None:
+                x, T = layer(x, T)
+            else:
+                x = layer(x)
+    return x[torch.arange(len(items)), lengths - 1]
+
+
+@pytest.mark.parametrize("cls", [SASRec, Mamba4Rec, SIGMA, TiM4Rec])
+def test_encode_equals_every_layer_at_every_position(cls):
+    torch.manual_seed(0)
+    kwargs = dict(d_state=8, n_layers=2) if cls in (Mamba4Rec, SIGMA, TiM4Rec) else {}
+    if cls is TiM4Rec:
+        kwargs.update(headdim=8, chunk_size=4)
+    model = cls(**SMALL, **kwargs).eval()
+    items, lengths, times = _batch([1, L, 3, 7])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(items, lengths, times), _all_positions(model, items, lengths, times),
+                                   atol=2e-5, rtol=1e-4)
