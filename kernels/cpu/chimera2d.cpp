@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
@@ -74,10 +75,11 @@ SSMK_INLINE void cell_dt(const T* SSMK_RESTRICT delta, const T* bias, bool use_s
 
 // Forward of batch row b into per-thread buffers of the batch row's grid (L, V, D, N): the states H1, H2 and the
 // decays E1, E4 (which the backward reuses). `y` (L, V, D) may be null (the backward's recompute).
-template <typename T>
+// kN > 0: the state size as a compile-time constant (common sizes get fully unrolled state loops); 0: s.N.
+template <typename T, int kN>
 void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, T* y, T* E1, T* E4, const T* zeros,
                    T* raw1, T* dt1, T* raw2, T* dt2) {
-  const int64_t L = s.L, V = s.V, D = s.D, N = s.N, DN = D * N;
+  const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
   for (int64_t t = 0; t < L; ++t) {
     T* cur1 = H1 + t * V * DN;
     T* cur2 = H2 + t * V * DN;
@@ -154,11 +156,11 @@ struct Grads {
   T* dbias;  // (Bt, 2, D)
 };
 
-template <typename T>
+template <typename T, int kN>
 void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T>& g, T* H1, T* H2, T* E1, T* E4,
                     T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2) {
-  const int64_t L = s.L, V = s.V, D = s.D, N = s.N, DN = D * N;
-  forward_batch<T>(in, s, b, H1, H2, nullptr, E1, E4, zeros, raw1, dt1, raw2, dt2);
+  const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
+  forward_batch<T, kN>(in, s, b, H1, H2, nullptr, E1, E4, zeros, raw1, dt1, raw2, dt2);
   std::fill(m1row, m1row + V * DN, T(0));
   std::fill(m2row, m2row + V * DN, T(0));
   T* SSMK_RESTRICT dA1 = g.dA + b * 2 * DN;
@@ -266,6 +268,17 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
   }
 }
 
+// Calls f(std::integral_constant<int, N>) for the common state sizes, f(integral_constant<int, 0>) otherwise.
+template <typename F>
+void with_state_size(int64_t N, F&& f) {
+  switch (N) {
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case 8: f(std::integral_constant<int, 8>()); break;
+    case 16: f(std::integral_constant<int, 16>()); break;
+    default: f(std::integral_constant<int, 0>()); break;
+  }
+}
+
 void check_input(const torch::Tensor& t, const char* name, const torch::Tensor& like, at::IntArrayRef shape) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(), ", got ",
@@ -346,9 +359,13 @@ torch::Tensor scan2d_fwd(const torch::Tensor& u, const torch::Tensor& d1, const 
       const int64_t grid = s.L * s.V * DN;
       std::vector<scalar_t> H(4 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
       for (int64_t b = begin; b < end; ++b) {
-        forward_batch<scalar_t>(in, s, b, H.data(), H.data() + grid, yp + b * s.L * s.V * s.D,
-                                H.data() + 2 * grid, H.data() + 3 * grid, zeros.data(), dt.data(), dt.data() + s.D,
-                                dt.data() + 2 * s.D, dt.data() + 3 * s.D);
+        auto run = [&](auto kN) {
+          forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H.data(), H.data() + grid, yp + b * s.L * s.V * s.D,
+                                                       H.data() + 2 * grid, H.data() + 3 * grid, zeros.data(),
+                                                       dt.data(), dt.data() + s.D, dt.data() + 2 * s.D,
+                                                       dt.data() + 3 * s.D);
+        };
+        with_state_size(s.N, run);
       }
     });
   });
@@ -382,10 +399,13 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
       std::vector<scalar_t> H(4 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)), dt(4 * s.D);
       scalar_t* m = msg.data();
       for (int64_t b = begin; b < end; ++b) {
-        backward_batch<scalar_t>(in, s, b, g, H.data(), H.data() + grid, H.data() + 2 * grid, H.data() + 3 * grid,
-                                 m, m + s.V * DN, m + 2 * s.V * DN,
-                                 m + 2 * s.V * DN + DN, zeros.data(), dt.data(), dt.data() + s.D,
-                                 dt.data() + 2 * s.D, dt.data() + 3 * s.D);
+        auto run = [&](auto kN) {
+          backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H.data(), H.data() + grid, H.data() + 2 * grid,
+                                                        H.data() + 3 * grid, m, m + s.V * DN, m + 2 * s.V * DN,
+                                                        m + 2 * s.V * DN + DN, zeros.data(), dt.data(),
+                                                        dt.data() + s.D, dt.data() + 2 * s.D, dt.data() + 3 * s.D);
+        };
+        with_state_size(s.N, run);
       }
     });
   });

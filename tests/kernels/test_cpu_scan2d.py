@@ -29,7 +29,11 @@ def _args(b, L, V, D, N, seed=0, dtype=torch.float64):
     return dict(zip(NAMES, (a.to(dtype) for a in args)))
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 5, 3, 3, 2), (1, 4, 7, 2, 8), (3, 9, 1, 4, 5), (1, 1, 6, 2, 3)])
+SHAPES = [(1, 1, 1, 1, 1), (2, 5, 3, 3, 2), (1, 4, 7, 2, 8), (3, 9, 1, 4, 5), (1, 1, 6, 2, 3), (1, 3, 4, 2, 16),
+          (2, 3, 2, 3, 4)]  # (batch, L, V, D, N): N = 4, 8, 16 run the kernel's unrolled state loops
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("softplus", [True, False])
 def test_values_and_gradients_match_reference(cpp, shape, softplus):
     kw = _args(*shape, seed=sum(shape))
