@@ -51,4 +51,5 @@ class GRU4Rec(SequentialRecommender):
             x = torch.gru_cell(x, state[0][k], getattr(self.gru, f"weight_ih_l{k}"),
                                getattr(self.gru, f"weight_hh_l{k}"))
             hs.append(x)
-        return F.linear(x, self.dense.weight, self.dense.bias), (torch.stack(hs),)
+        h = hs[0].unsqueeze(0) if len(hs) == 1 else torch.stack(hs)
+        return F.linear(x, self.dense.weight, self.dense.bias), (h,)
