@@ -1,52 +1,103 @@
-"""Training-step time of SpaceTime and Chimera with the companion Krylov columns by dense repeated squaring
-(`kernel_method="squaring"`, the code before 2026-11-30) and by the O(d) companion recurrence
-("recurrence", now the default), in one run on the same inputs and weights; prints a table, writes JSON.
+"""SpaceTime and Chimera training speed: the code before the speed work of issue 22 ("before") against today's
+("after"), in one process on the same inputs and weights, with interleaved repeats; prints a table, writes JSON.
 
-  python benchmarks/timeseries_speed.py --threads 1 [--repeats 5] [--out FILE.json]
+  python benchmarks/timeseries_speed.py --threads 1 [--horizons 96 720] [--repeats 5] [--out FILE.json]
 
-One step = forward + backward of the model's training loss (SpaceTime's three-term loss, Chimera's MSE) at the
-configs' sizes (SpaceTime d_model 128, 16 kernels x d = 64, per-channel decoder, batch 50; Chimera d_model 16,
-decoder 8 kernels x d = 32, batch 32), L = 96, 7 channels. Also checks both methods give the same loss.
+"before": the companion Krylov columns by dense repeated squaring (`kernel_method="squaring"`) and every op on its
+PyTorch path (`SSMKIT_DISABLE_BACKENDS=cpp`: Chimera's 2-D scan by the PyTorch wavefront, the Krylov recurrences
+step by step). "after": each model's default `kernel_method` with backend "auto" (on CPU the C++ kernels of
+`kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences).
+
+A training step is zero_grad + loss + backward + Adam step (SpaceTime's three-term loss, Chimera's MSE) at the
+ETTh1 configs' sizes (configs/timeseries/{spacetime,chimera}_etth1_<H>.yaml: SpaceTime d_model 128, 16 kernels x
+d = 64 and a per-channel decoder, batch 50; Chimera d_model 16, d_state 8, decoder 8 kernels x d = 32, batch 32;
+L = 96, 7 channels); an evaluation step is the forward under no_grad. The ETTh1 epoch is estimated from these as
+(train batches) x step + (validation batches) x evaluation, with the batch counts of the ETT protocol (no data file
+is read). Dropout is off so that both paths compute the same loss, which the table checks.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import pathlib
 import platform
-import statistics
 import tempfile
 import time
 
 import torch
 
+from ssmkit.timeseries.data import ett_borders
 from ssmkit.timeseries.models import Chimera, SpaceTime
 
+SEQ_LEN, CHANNELS = 96, 7
 MODELS = {
-    "spacetime": (lambda H, method: SpaceTime(96, H, 7, d_model=128, n_blocks=1, kernel_dim=64, n_kernels=16,
-                                              dropout=0.0, kernel_method=method), 50),
-    "chimera": (lambda H, method: Chimera(96, H, 7, d_model=16, e_layers=1, d_state=8, kernel_dim=32, n_kernels=8,
-                                          dropout=0.0, kernel_method=method), 32),
+    "spacetime": (lambda H, method: SpaceTime(SEQ_LEN, H, CHANNELS, d_model=128, n_blocks=1, kernel_dim=64,
+                                              n_kernels=16, dropout=0.0, **method), 50),
+    "chimera": (lambda H, method: Chimera(SEQ_LEN, H, CHANNELS, d_model=16, e_layers=1, d_state=8, kernel_dim=32,
+                                          n_kernels=8, dropout=0.0, **method), 32),
 }
+PATHS = {"before": ({"kernel_method": "squaring"}, "cpp"), "after": ({}, "")}
 
 
-def step_loss(model, x, y):
-    if hasattr(model, "loss"):
+def ett_batches(H: int, batch: int):
+    """(train, validation) batch counts of ETTh1 at seq_len 96 and horizon H (no drop_last)."""
+    starts, ends = ett_borders("ETTh1", SEQ_LEN)
+    windows = [e - s - SEQ_LEN - H + 1 for s, e in zip(starts, ends)]
+    return math.ceil(windows[0] / batch), math.ceil(windows[1] / batch)
+
+
+def loss_of(model, x, y):
+    if isinstance(model, SpaceTime):
         return model.loss(x, y, None, n_targets=y.shape[-1])
     return (model(x) - y).pow(2).mean()
 
 
-def time_steps(model, x, y, repeats):
-    """Seconds per forward + backward step (median of `repeats` after one warm-up) and the loss."""
-    loss = step_loss(model, x, y)
+def train_step(model, opt, x, y):
+    opt.zero_grad()
+    loss = loss_of(model, x, y)
     loss.backward()
-    times = []
-    for _ in range(repeats):
-        model.zero_grad()
-        t0 = time.perf_counter()
-        step_loss(model, x, y).backward()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), loss.item()
+    opt.step()
+    return loss.item()
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def bench(name, H, repeats):
+    build, batch = MODELS[name]
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, SEQ_LEN, CHANNELS), torch.randn(batch, H, CHANNELS)
+    runs = {}
+    for path, (method, disabled) in PATHS.items():
+        torch.manual_seed(1)
+        model = build(H, method)
+        runs[path] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=0.0), disabled=disabled,
+                          step=[], eval=[], loss=None)
+    for r in range(repeats + 1):  # interleaved: before, after, before, after, ...; the first round warms up
+        for path, run in runs.items():
+            os.environ["SSMKIT_DISABLE_BACKENDS"] = run["disabled"]
+            t_step, loss = timed(lambda: train_step(run["model"], run["opt"], x, y))
+            with torch.no_grad():
+                t_eval, _ = timed(lambda: run["model"](x))
+            if r:
+                run["step"].append(t_step)
+                run["eval"].append(t_eval)
+            run["loss"] = loss
+    os.environ["SSMKIT_DISABLE_BACKENDS"] = ""
+    n_train, n_val = ett_batches(H, batch)
+    row = {"model": name, "H": H, "batch": batch, "train_batches": n_train, "val_batches": n_val}
+    for path, run in runs.items():
+        step, ev = min(run["step"]), min(run["eval"])
+        row.update({f"{path}_step_s": step, f"{path}_eval_s": ev, f"{path}_epoch_s": n_train * step + n_val * ev,
+                    f"{path}_loss": run["loss"]})
+    row["step_speedup"] = row["before_step_s"] / row["after_step_s"]
+    row["epoch_speedup"] = row["before_epoch_s"] / row["after_epoch_s"]
+    return row
 
 
 def main(argv=None):
@@ -61,27 +112,20 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
-        build, batch = MODELS[name]
         for H in args.horizons:
-            torch.manual_seed(0)
-            x, y = torch.randn(batch, 96, 7), torch.randn(batch, H, 7)
-            result = {}
-            for method in ("squaring", "recurrence"):
-                torch.manual_seed(1)
-                model = build(H, method)
-                result[method] = time_steps(model, x, y, args.repeats)
-            (old, old_loss), (new, new_loss) = result["squaring"], result["recurrence"]
-            rows.append({"model": name, "H": H, "batch": batch, "squaring_s": old, "recurrence_s": new,
-                         "speedup": old / new, "loss_squaring": old_loss, "loss_recurrence": new_loss})
+            rows.append(bench(name, H, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-               f"torch {torch.__version__}")
-    print(f"\n{machine}\n| model | H | batch | step, squaring (s) | step, recurrence (s) | speed-up | loss equal |")
-    print("|---|---|---|---|---|---|---|")
+               f"torch {torch.__version__}, best of {args.repeats} interleaved repeats")
+    print(f"\n{machine}\n| model | H | batch | train step before / after (s) | step speed-up | eval before / after (s) "
+          f"| ETTh1 epoch before / after (s) | epoch speed-up | loss equal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        same = abs(r["loss_squaring"] - r["loss_recurrence"]) <= 1e-4 * max(1.0, abs(r["loss_squaring"]))
-        print(f"| {r['model']} | {r['H']} | {r['batch']} | {r['squaring_s']:.3f} | {r['recurrence_s']:.3f} | "
-              f"{r['speedup']:.1f}x | {'yes' if same else 'NO'} |")
+        same = abs(r["before_loss"] - r["after_loss"]) <= 1e-4 * max(1.0, abs(r["before_loss"]))
+        print(f"| {r['model']} | {r['H']} | {r['batch']} | {r['before_step_s']:.3f} / {r['after_step_s']:.3f} | "
+              f"{r['step_speedup']:.1f}x | {r['before_eval_s']:.3f} / {r['after_eval_s']:.3f} | "
+              f"{r['before_epoch_s']:.0f} / {r['after_epoch_s']:.0f} | {r['epoch_speedup']:.1f}x | "
+              f"{'yes' if same else 'NO'} |")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "machine": machine, "rows": rows}, indent=1))

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from ssmkit import kernels
 from ssmkit.core import ops
+from ssmkit.core.ops import companion_recurrence as krylov_ops
 
 F64 = torch.float64
 NONFINITE = [None, None, float("nan"), float("inf"), -float("inf")]  # None: a clean case (drawn more often)
@@ -257,6 +258,11 @@ def test_ssm_kernels(data, H, N, L):
           lambda: ops.companion_kernel_ref(a, b, cc, L), F64)
     check("companion_kernel_squaring", lambda: ops.companion_kernel_squaring(a, b, cc, L),
           lambda: ops.companion_kernel_ref(a, b, cc, L), F64)
+    v = c.randn(2, H, N)  # the Krylov recurrences (cpp on CPU) against their dense oracles
+    check("companion_krylov", lambda: krylov_ops.companion_krylov(a, v, L),
+          lambda: krylov_ops.companion_krylov_ref(a, v, L), F64)
+    check("closed_loop_krylov", lambda: krylov_ops.closed_loop_krylov(a, b, cc, v, L),
+          lambda: krylov_ops.closed_loop_krylov_ref(a, b, cc, v, L), F64)
 
 
 @prop(15)
