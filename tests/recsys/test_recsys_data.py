@@ -150,3 +150,16 @@ def test_training_order_is_seeded_and_resumes_mid_epoch(inter_file):
     full = order(0)
     assert sorted(full) == list(range(len(full))) and order(0) == full and order(1) != full
     assert order(0, {"epoch": 0, "batches": 3, "total_batches": 3}) == full[24:]
+
+
+@pytest.mark.parametrize("max_len", [3, 50])
+def test_batched_getitems_equals_stacking_getitem(inter_file, max_len):
+    dm = SequentialDataModule(str(inter_file), max_len=max_len, batch_size=5, user_min=1, item_min=1)
+    dm.setup()
+    for split, data in dm.datasets.items():
+        indices = np.random.default_rng(0).permutation(len(data))[:17].tolist()
+        batch = data.__getitems__(indices)
+        for key in batch:
+            expected = torch.stack([data[i][key] for i in indices])
+            assert batch[key].dtype == expected.dtype, (split, key)
+            assert torch.equal(batch[key], expected), (split, key)
