@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ssmkit.recsys.data import SequentialDataModule
 from ssmkit.recsys.task import SequentialRecTask, build_model, full_sort_ranks, rank_metrics
 
+cpu_clock = time.thread_time  # CPU seconds of this thread: other processes on a shared core do not count
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "recsys"
 METRICS = [f"{m}@{k}" for k in (10, 20) for m in ("hr", "ndcg", "mrr")]
 
@@ -82,12 +83,14 @@ def inference_latency(task, dm, repeats: int = 3) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def streaming_latency(model, users: int = 1, history: int = 50, rounds: int = 40, score: bool = True):
+def streaming_latency(model, users: int = 1, history: int = 50, rounds: int = 40, score: bool = True, step=None):
     """Seconds per new interaction when `users` users each get one: `step` vs re-encoding each user's whole
     `history`-item history, both followed by scores over all items when `score`; divided by `users`.
-    Each is the fastest of `rounds` single calls (5 step calls per encode call), interleaved, so that a shared
-    core's time slicing and cache pollution hit both alike and the ratio is a same-run ratio."""
+    Each is the fastest of `rounds` single calls (5 step calls per encode call), interleaved, timed in this
+    thread's CPU time (`cpu_clock`), so that a shared core's time slicing does not count against the longer call
+    and the ratio is a same-run ratio. `step`: the step function to time (default `model.step`)."""
     model = model.eval()
+    step = step or model.step
     items = torch.randint(1, model.n_items + 1, (users, history))
     times = torch.cumsum(torch.rand(users, history, dtype=torch.float64) * 86400 * 30, 1)
     lengths = torch.full((users,), history)
@@ -97,26 +100,31 @@ def streaming_latency(model, users: int = 1, history: int = 50, rounds: int = 40
         for t in range(history - 1):
             _, state = model.step(items[:, t], state, times[:, t])
         last, last_time = items[:, -1], times[:, -1]
-        calls = {"step": lambda: finish(model.step(last, state, last_time)[0]),
+        calls = {"step": lambda: finish(step(last, state, last_time)[0]),
                  "encode": lambda: finish(model.encode(items, lengths, times))}
         best = {"step": float("inf"), "encode": float("inf")}
         for _ in range(rounds):
             for name, repeat in (("step", 5), ("encode", 1)):
                 for _ in range(repeat):
-                    t0 = time.perf_counter()
+                    t0 = cpu_clock()
                     calls[name]()
-                    best[name] = min(best[name], time.perf_counter() - t0)
+                    best[name] = min(best[name], cpu_clock() - t0)
     return best["step"] / users, best["encode"] / users
 
 
-def streaming_row(model) -> dict:
+def streaming_row(model, compiled: bool = False) -> dict:
     """Per-interaction streaming latency (ms) for 1 user and for 256 users updated together, with the top-k
-    scoring over all items (`_scored`, what a server returns) and for the state update alone."""
+    scoring over all items (`_scored`, what a server returns) and for the state update alone. With `compiled`, also
+    one user with `torch.compile(model.step)` (tags `1uc`; an experiment: the library's `step` runs eagerly)."""
     row = {}
-    for users in (1, 256):
+    runs = [(1, None, ""), (256, None, "")]
+    if compiled:
+        with torch.inference_mode():
+            runs.append((1, torch.compile(model.eval().step, dynamic=False), "c"))
+    for users, step_fn, suffix in runs:
         for score in (True, False):
-            step, encode = streaming_latency(model, users, score=score)
-            tag = f"{users}u" + ("_scored" if score else "")
+            step, encode = streaming_latency(model, users, score=score, step=step_fn)
+            tag = f"{users}u{suffix}" + ("_scored" if score else "")
             row.update({f"step_ms_{tag}": 1e3 * step, f"reencode50_ms_{tag}": 1e3 * encode,
                         f"speedup_{tag}": encode / step})
     return row
@@ -125,7 +133,8 @@ def streaming_row(model) -> dict:
 def train_step_seconds(task, dm, repeats: int = 2) -> dict:
     """Seconds of one optimiser step (forward, CE over all items, backward, Adam) on a training batch, the model
     encoding histories in length groups (as training runs) and, interleaved in the same run, as one call padded to
-    the batch's longest history (`group_by_length = False`, the same math); fastest of `repeats` after a warm-up."""
+    the batch's longest history (`group_by_length = False`, the same math); fastest of `repeats` after a warm-up,
+    in this thread's CPU time (`cpu_clock`; run with OMP_NUM_THREADS=1, where it equals wall time on an idle core)."""
     batch = next(iter(dm.train_dataloader()))
     opt = torch.optim.Adam(task.parameters(), lr=1e-3)
     task.train()
@@ -133,19 +142,19 @@ def train_step_seconds(task, dm, repeats: int = 2) -> dict:
     for i in range(repeats + 1):
         for grouped in (True, False):
             task.model.group_by_length = grouped
-            t0 = time.perf_counter()
+            t0 = cpu_clock()
             loss = task.training_step(batch, 0)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if i:
-                best[grouped] = min(best[grouped], time.perf_counter() - t0)
+                best[grouped] = min(best[grouped], cpu_clock() - t0)
     task.model.group_by_length = True
     return {"sec_per_train_step": best[True], "sec_per_train_step_padded": best[False],
             "train_speedup_vs_padded": best[False] / best[True]}
 
 
-def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=False):
+def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=False, compiled=False):
     """Timings only (no training): s/step -> s/epoch, inference s/batch, streaming step vs re-encoding."""
     spec, task_args, _, data_args = load_config(model_name, dataset)
     L.seed_everything(0, verbose=False)
@@ -158,7 +167,7 @@ def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=
     task.log = lambda *a, **k: None  # no trainer attached
     row = {"model": model_name, "params": sum(p.numel() for p in task.parameters())}
     if streaming_only:
-        return {**row, **(streaming_row(task.model) if task.model.streamable else {})}, dm
+        return {**row, **(streaming_row(task.model, compiled) if task.model.streamable else {})}, dm
     steps = len(dm.train_dataloader())
     timing = train_step_seconds(task, dm)
     row.update({**timing, "train_steps_per_epoch": steps, "sec_per_epoch_est": timing["sec_per_train_step"] * steps,
@@ -215,6 +224,8 @@ def main(argv=None):
     parser.add_argument("--limit-train-batches", type=int, help="training batches per epoch (smoke runs)")
     parser.add_argument("--latency-only", action="store_true", help="time training, inference, streaming only")
     parser.add_argument("--streaming-only", action="store_true", help="time streaming step vs re-encoding only")
+    parser.add_argument("--compiled-step", action="store_true",
+                        help="with --streaming-only: also time torch.compile(model.step) for one user")
     parser.add_argument("--out", default="/tmp/recsys_bench.json")
     args = parser.parse_args(argv)
     if args.latency_only or args.streaming_only:
@@ -258,7 +269,8 @@ def main(argv=None):
 def latency_main(args):
     rows = []
     for model in args.models:
-        row, dm = latency_one(model, args.dataset, args.data, args.batch_size, args.streaming_only)
+        row, dm = latency_one(model, args.dataset, args.data, args.batch_size, args.streaming_only,
+                              args.compiled_step)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if not args.streaming_only:
@@ -271,9 +283,10 @@ def latency_main(args):
     print("| model | users updated together | scores over all items | step ms / interaction "
           "| re-encode 50 ms / interaction | speed-up |\n|---|---|---|---|---|---|")
     for r in rows:
-        for tag in ("1u_scored", "1u", "256u_scored", "256u"):
+        for tag in ("1u_scored", "1u", "1uc_scored", "1uc", "256u_scored", "256u"):
             if f"step_ms_{tag}" in r:
-                print(f"| {r['model']} | {tag.split('u')[0]} | {'yes' if 'scored' in tag else 'no'} "
+                users = tag.split('u')[0] + (" (torch.compile)" if "uc" in tag else "")
+                print(f"| {r['model']} | {users} | {'yes' if 'scored' in tag else 'no'} "
                       f"| {r[f'step_ms_{tag}']:.3f} | {r[f'reencode50_ms_{tag}']:.3f} | {r[f'speedup_{tag}']:.1f}x |")
     pop = most_pop(dm)
     print("MostPop test: " + ", ".join(f"{m} {pop[m]:.4f}" for m in METRICS))
