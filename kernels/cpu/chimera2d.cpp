@@ -10,9 +10,9 @@
 // B1, B2, C1, C2 (Bt, L, V, N); Dv (D,); bias (2, D); all contiguous, compute dtype T (float or double).
 //
 // Forward: cells in raster order (t outer, v inner), all D x N states of a cell at once, into a per-thread buffer
-// of one batch row's grid (L, V, D, N). Nothing of size (Bt, L, V, D, N) is kept between forward and backward: the
-// backward recomputes the states of one batch row (with the decays e1, e4), then runs the adjoint recurrence in
-// reverse raster order,
+// of one batch row's grid (L, V, D, N), or, when the caller asks to save them (a size budget is the wrapper's
+// choice), into a (Bt, 4, L, V, D, N) tensor of states h1, h2 and decays e1, e4. The backward uses those, or
+// recomputes them one batch row at a time, then runs the adjoint recurrence in reverse raster order,
 //   g1[t, v] = dy C1 + (1 + e1[t+1, v]) g1[t+1, v] - e4[t, v+1] rho3 g2[t, v+1]
 //   g2[t, v] = dy C2 - e1[t+1, v] rho2 g1[t+1, v] + (1 + e4[t, v+1]) g2[t, v+1],
 // with the messages from the cell below (one row, (V, D, N)) and from the right neighbour (D, N) carried in
@@ -158,9 +158,10 @@ struct Grads {
 
 template <typename T, int kN>
 void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T>& g, T* H1, T* H2, T* E1, T* E4,
-                    T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2) {
+                    T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2,
+                    bool recompute) {
   const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
-  forward_batch<T, kN>(in, s, b, H1, H2, nullptr, E1, E4, zeros, raw1, dt1, raw2, dt2);
+  if (recompute) forward_batch<T, kN>(in, s, b, H1, H2, nullptr, E1, E4, zeros, raw1, dt1, raw2, dt2);
   std::fill(m1row, m1row + V * DN, T(0));
   std::fill(m2row, m2row + V * DN, T(0));
   T* SSMK_RESTRICT dA1 = g.dA + b * 2 * DN;
@@ -343,13 +344,15 @@ Inputs<T> make_inputs(const torch::Tensor& u, const torch::Tensor& d1, const tor
   return in;
 }
 
-torch::Tensor scan2d_fwd(const torch::Tensor& u, const torch::Tensor& d1, const torch::Tensor& d2,
-                         const torch::Tensor& A, const torch::Tensor& rho, const torch::Tensor& B1,
-                         const torch::Tensor& B2, const torch::Tensor& C1, const torch::Tensor& C2,
-                         const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& bias,
-                         bool use_softplus) {
+// Returns {y, states}: with `save`, states (Bt, 4, L, V, D, N) = (h1, h2, e1, e4) for the backward; else empty.
+std::vector<torch::Tensor> scan2d_fwd(const torch::Tensor& u, const torch::Tensor& d1, const torch::Tensor& d2,
+                                      const torch::Tensor& A, const torch::Tensor& rho, const torch::Tensor& B1,
+                                      const torch::Tensor& B2, const torch::Tensor& C1, const torch::Tensor& C2,
+                                      const c10::optional<torch::Tensor>& Dv,
+                                      const c10::optional<torch::Tensor>& bias, bool use_softplus, bool save) {
   const Dims s = check_all(u, d1, d2, A, rho, B1, B2, C1, C2, Dv, bias);
   auto y = torch::empty_like(u);
+  auto states = save ? torch::empty({s.Bt, 4, s.L, s.V, s.D, s.N}, u.options()) : torch::empty({0}, u.options());
   const torch::Tensor consts = constants(A, rho);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_scan2d_fwd", [&] {
     const Inputs<scalar_t> in = make_inputs<scalar_t>(u, d1, d2, B1, B2, C1, C2, Dv, bias, use_softplus, consts, s);
@@ -357,31 +360,33 @@ torch::Tensor scan2d_fwd(const torch::Tensor& u, const torch::Tensor& d1, const 
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N;
       const int64_t grid = s.L * s.V * DN;
-      std::vector<scalar_t> H(4 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
+      std::vector<scalar_t> work(save ? 0 : 4 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
       for (int64_t b = begin; b < end; ++b) {
+        scalar_t* H = save ? states.data_ptr<scalar_t>() + b * 4 * grid : work.data();
         auto run = [&](auto kN) {
-          forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H.data(), H.data() + grid, yp + b * s.L * s.V * s.D,
-                                                       H.data() + 2 * grid, H.data() + 3 * grid, zeros.data(),
-                                                       dt.data(), dt.data() + s.D, dt.data() + 2 * s.D,
-                                                       dt.data() + 3 * s.D);
+          forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H, H + grid, yp + b * s.L * s.V * s.D, H + 2 * grid,
+                                                       H + 3 * grid, zeros.data(), dt.data(), dt.data() + s.D,
+                                                       dt.data() + 2 * s.D, dt.data() + 3 * s.D);
         };
         with_state_size(s.N, run);
       }
     });
   });
-  return y;
+  return {y, states};
 }
 
 // Returns {du, ddelta1, ddelta2, dA, dcouplings, dB1, dB2, dC1, dC2, dD, ddelta_bias} (dD / ddelta_bias empty when
-// their input is absent).
+// their input is absent). `states`: the forward's saved states, or empty to recompute them per batch row.
 std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tensor& d1, const torch::Tensor& d2,
                                       const torch::Tensor& A, const torch::Tensor& rho, const torch::Tensor& B1,
                                       const torch::Tensor& B2, const torch::Tensor& C1, const torch::Tensor& C2,
                                       const c10::optional<torch::Tensor>& Dv,
                                       const c10::optional<torch::Tensor>& bias, bool use_softplus,
-                                      const torch::Tensor& dy) {
+                                      const torch::Tensor& states, const torch::Tensor& dy) {
   const Dims s = check_all(u, d1, d2, A, rho, B1, B2, C1, C2, Dv, bias);
   check_input(dy, "grad of y", u, u.sizes());
+  const bool saved = states.numel() > 0;
+  if (saved) check_input(states, "states", u, {s.Bt, 4, s.L, s.V, s.D, s.N});
   const torch::Tensor consts = constants(A, rho);
   auto du = torch::empty_like(u), dd1 = torch::empty_like(u), dd2 = torch::empty_like(u);
   auto dB1 = torch::empty_like(B1), dB2 = torch::empty_like(B1), dC1 = torch::empty_like(B1),
@@ -396,14 +401,16 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
                       drho.data_ptr<scalar_t>(), dDv.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>()};
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N, grid = s.L * s.V * DN;
-      std::vector<scalar_t> H(4 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)), dt(4 * s.D);
+      std::vector<scalar_t> work(saved ? 0 : 4 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)),
+          dt(4 * s.D);
       scalar_t* m = msg.data();
       for (int64_t b = begin; b < end; ++b) {
+        scalar_t* H = saved ? const_cast<scalar_t*>(states.data_ptr<scalar_t>()) + b * 4 * grid : work.data();
         auto run = [&](auto kN) {
-          backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H.data(), H.data() + grid, H.data() + 2 * grid,
-                                                        H.data() + 3 * grid, m, m + s.V * DN, m + 2 * s.V * DN,
-                                                        m + 2 * s.V * DN + DN, zeros.data(), dt.data(),
-                                                        dt.data() + s.D, dt.data() + 2 * s.D, dt.data() + 3 * s.D);
+          backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H, H + grid, H + 2 * grid, H + 3 * grid, m,
+                                                        m + s.V * DN, m + 2 * s.V * DN, m + 2 * s.V * DN + DN,
+                                                        zeros.data(), dt.data(), dt.data() + s.D,
+                                                        dt.data() + 2 * s.D, dt.data() + 3 * s.D, !saved);
         };
         with_state_size(s.N, run);
       }
