@@ -132,8 +132,12 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         kernel = _KERNELS[self.kernel_method](a, b, _normalise(self.k, self.norm_order), u.shape[-1])
         return fft_conv(u, self._per_channel(kernel).to(u.dtype)).transpose(1, 2)
 
-    def forecast(self, x: torch.Tensor, horizon: int):
-        """Read x (B, L, d_model), then roll out: returns (y, u_next), each (B, horizon, d_model)."""
+    def forecast(self, x: torch.Tensor, horizon: int, next_inputs: bool = True):
+        """Read x (B, L, d_model), then roll out: returns (y, u_next), each (B, horizon, d_model).
+
+        With `next_inputs=False`, u_next is None and only y's read-out is computed (half the roll-out's products:
+        training losses use y alone).
+        """
         check_tensor("x", x, (None, None, self.d_model))
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
@@ -142,6 +146,7 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         B, L, D = x.shape
         n, d = a.shape
         u = x.reshape(B, L, n, self.heads).to(a.dtype)
+        read = torch.stack([c, k]) if next_inputs else c.unsqueeze(0)
         # Last state x_lag = sum_i A^{L-1-i} b u_i, from the Krylov matrix [b, Ab, ...] of each kernel.
         # Outputs read the state through ((A + b k^T)^T)^j c and ((A + b k^T)^T)^j k: (n, d, horizon) per kernel,
         # so the roll-out never forms per-sample state sequences. Both by dense squaring ('squaring') or by the
@@ -149,10 +154,10 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         if self.kernel_method == "squaring":
             A = companion_matrix(a)
             lag = krylov(A, b, L)
-            readout = krylov((A + b.unsqueeze(-1) * k.unsqueeze(-2)).transpose(-1, -2), torch.stack([c, k]), horizon)
+            readout = krylov((A + b.unsqueeze(-1) * k.unsqueeze(-2)).transpose(-1, -2), read, horizon)
         else:
             lag = companion_krylov(a, b, L)
-            readout = closed_loop_krylov(a, b, k, torch.stack([c, k]), horizon)  # (2, n, d, horizon)
+            readout = closed_loop_krylov(a, b, k, read, horizon)  # (2 or 1, n, d, horizon)
         state = torch.einsum("ndl,blnh->bnhd", lag.flip(-1), u)
-        y, u_next = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(2, B, horizon, D)
-        return y.to(x.dtype), u_next.to(x.dtype)
+        out = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(-1, B, horizon, D)
+        return out[0].to(x.dtype), (out[1].to(x.dtype) if next_inputs else None)

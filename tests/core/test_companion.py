@@ -87,6 +87,9 @@ def test_closed_loop_rollout_equals_repeated_A_plus_BK():
         # open loop: the last output of forward equals the first forecast (same state x_lag, same c)
         assert torch.allclose(layer(x)[:, -1], y[:, 0], atol=1e-10)
         assert torch.allclose(layer.next_input(x)[:, -1], u_next[:, 0], atol=1e-10)
+        # y alone (training's read-out): the same y, no next inputs
+        y_only, none = layer.forecast(x, horizon=30, next_inputs=False)
+        assert none is None and torch.allclose(y_only, y, atol=1e-12)
 
 
 def test_companion_bad_input():

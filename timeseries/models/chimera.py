@@ -92,7 +92,7 @@ class Chimera(Forecaster):
         h = self.norm(self.trend(trend) + self.seasonal(seasonal))             # (B, L, V, d_model)
         B, L, V, d = h.shape
         per_variate = h.permute(0, 2, 1, 3).reshape(B * V, L, d)
-        y, _ = self.decoder.forecast(per_variate, horizon)                      # (B*V, horizon, d_model)
+        y, _ = self.decoder.forecast(per_variate, horizon, next_inputs=False)   # (B*V, horizon, d_model)
         y = self.output(y).reshape(B, V, horizon).transpose(1, 2)
         return y * std + mean if self.use_norm else y
 

@@ -142,7 +142,7 @@ class SpaceTime(Forecaster):
         """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
         check_tensor("x", x, (None, None, self.enc_in))
         mean = self._window_mean(x)
-        y, _ = self.decoder.forecast(self._encode(self._fold(x - mean)), horizon)
+        y, _ = self.decoder.forecast(self._encode(self._fold(x - mean)), horizon, next_inputs=False)
         return self._unfold(self.output(y), x.shape[-1]) + mean
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -163,7 +163,7 @@ class SpaceTime(Forecaster):
         x, y = self._fold(x - mean), self._fold(y - mean[..., -k:])  # every term compares centred values
         k = x.shape[-1] if self.channel_independent else k
         z = self._encode(x)
-        y_c, _ = self.decoder.forecast(z, y.shape[1])
+        y_c, _ = self.decoder.forecast(z, y.shape[1], next_inputs=False)
         err = _LOSS_TERMS[self.loss_fn]
         loss = w0 * err(self.output(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
