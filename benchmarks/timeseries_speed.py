@@ -3,10 +3,11 @@
 
   python benchmarks/timeseries_speed.py --threads 1 [--horizons 96 720] [--repeats 5] [--out FILE.json]
 
-"before": the companion Krylov columns by dense repeated squaring (`kernel_method="squaring"`) and every op on its
+"before": the companion Krylov columns by dense repeated squaring (`kernel_method="squaring"`), every op on its
 PyTorch path (`SSMKIT_DISABLE_BACKENDS=cpp`: Chimera's 2-D scan by the PyTorch wavefront, the Krylov recurrences
-step by step). "after": each model's default `kernel_method` with backend "auto" (on CPU the C++ kernels of
-`kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences).
+step by step), and the closed loop's roll-out reading out the next inputs as well as y (as it did before
+`forecast(..., next_inputs=False)`). "after": each model's default `kernel_method` with backend "auto" (on CPU the
+C++ kernels of `kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences).
 
 A training step is zero_grad + loss + backward + Adam step (SpaceTime's three-term loss, Chimera's MSE) at the
 ETTh1 configs' sizes (configs/timeseries/{spacetime,chimera}_etth1_<H>.yaml: SpaceTime d_model 128, 16 kernels x
@@ -62,6 +63,14 @@ def train_step(model, opt, x, y):
     return loss.item()
 
 
+def old_rollout(model):
+    """Make the model's decoder read out both y and the next inputs in every forecast, as the code before did."""
+    layer = model.decoder
+    full = type(layer).forecast
+    layer.forecast = lambda x, horizon, next_inputs=True: full(layer, x, horizon, next_inputs=True)
+    return model
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -76,6 +85,8 @@ def bench(name, H, repeats):
     for path, (method, disabled) in PATHS.items():
         torch.manual_seed(1)
         model = build(H, method)
+        if path == "before":
+            old_rollout(model)
         runs[path] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=0.0), disabled=disabled,
                           step=[], eval=[], loss=None)
     for r in range(repeats + 1):  # interleaved: before, after, before, after, ...; the first round warms up
