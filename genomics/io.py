@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Tuple
 
+from ssmkit.textfiles import non_utf8_line
+
 from .errors import EmptyRecordError, FastaFormatError, GenomeDataError, GFFFormatError, TruncatedFileError
 
 GENBANK_SUFFIXES = (".gb", ".gbk", ".gbff", ".genbank")
@@ -57,23 +59,11 @@ def open_text(path):
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise TruncatedFileError(f"{path}: compressed stream is damaged or ends early ({e})") from e
     except UnicodeDecodeError as e:
-        raise GenomeDataError(f"{path}, line {_decode_error_line(path, kind)}: not UTF-8 text ({e.reason}, byte "
+        line = non_utf8_line(path, gzipped=kind != "none")
+        raise GenomeDataError(f"{path}, line {line}: not UTF-8 text ({e.reason}, byte "
                               f"{e.object[e.start]:#04x}); convert the file to UTF-8") from None
     finally:
         handle.close()
-
-
-def _decode_error_line(path, kind: str) -> int:
-    """The line of the first byte that is not UTF-8 (the decoder's own position is within a buffered chunk)."""
-    raw = pathlib.Path(path).read_bytes()
-    if kind != "none":
-        with contextlib.suppress(EOFError, zlib.error, gzip.BadGzipFile):
-            raw = gzip.decompress(raw)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return raw[:e.start].count(b"\n") + 1
-    return 1
 
 
 def checked_lines(path, handle) -> Iterator[str]:

@@ -12,7 +12,6 @@ with two: train + test). The test history therefore contains the valid item. Pad
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssmkit.data import ResumableDataModule
+from ssmkit.textfiles import non_utf8_line
 
 INTER_FIELDS = {"user_id": "token", "item_id": "token", "rating": "float", "timestamp": "float"}
 FORMATS = ("inter", "u.data", "ratings.dat", "timeinterval")
@@ -73,19 +73,6 @@ def _ids(user: str, item: str, path, line: int) -> None:
             raise DataFormatError(path, line, f"empty {column}")
 
 
-def _decode_error_line(path: pathlib.Path) -> int:
-    """The line of the first byte that is not UTF-8 (the text decoder only knows its position in a buffered chunk)."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        with contextlib.suppress(EOFError, zlib.error, gzip.BadGzipFile):
-            raw = gzip.decompress(raw)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return raw[:e.start].count(b"\n") + 1
-    return 1
-
-
 def _lines(path: pathlib.Path) -> Iterator[Tuple[int, str]]:
     """(line number, line without newline), skipping blank lines. Text that is not UTF-8, a damaged or cut gzip
     stream, an empty file and a last line without its line end (a file cut mid-line) raise DataFormatError."""
@@ -97,8 +84,8 @@ def _lines(path: pathlib.Path) -> Iterator[Tuple[int, str]]:
                     seen = True
                     yield number, line.rstrip("\r\n")
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, _decode_error_line(path), f"not UTF-8 text ({e.reason}); convert the file to "
-                              "UTF-8") from None
+        raise DataFormatError(path, non_utf8_line(path, gzipped=path.suffix == ".gz"),
+                              f"not UTF-8 text ({e.reason}); convert the file to UTF-8") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise DataFormatError(path, number + 1, f"gzip stream is damaged or cut short ({e})") from None
     if not seen:
