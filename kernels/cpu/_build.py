@@ -1,9 +1,11 @@
 """Compile the C++ sources of this folder on first use with torch.utils.cpp_extension and cache the result.
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
-torch and Python versions and hashes the sources (with the local headers they include), their folder, the compiler
-flags and the host's CPU features, so a cache shared between machines or torch upgrades never loads a stale or
-foreign binary. A failed build is remembered for the life of the process (one warning, then the same error every
+torch and Python versions and hashes the sources (with the local headers they include), the compiler flags and the
+host's CPU features, so a cache shared between machines or torch upgrades never loads a stale or foreign binary.
+The sources are compiled from a copy inside the build directory: ninja's build file then names the same paths from
+every checkout, so a fresh clone with the same sources reuses the binary instead of recompiling.
+A failed build is remembered for the life of the process (one warning, then the same error every
 time) instead of being retried on every call.
 """
 from __future__ import annotations
@@ -50,15 +52,18 @@ def _cpu_features() -> str:
     return platform.processor() or platform.machine()
 
 
+def _with_headers(src: Path) -> List[Path]:
+    """The source and the local headers it includes (`#include "..."`)."""
+    return [src] + [src.parent / h.decode() for h in re.findall(rb'#include "([^"]+)"', src.read_bytes())]
+
+
 def _key(name: str, sources: List[Path], cflags: List[str]) -> str:
     h = hashlib.sha256()
     for src in sources:
-        text = src.read_bytes()
-        h.update(text)
-        for header in re.findall(rb'#include "([^"]+)"', text):  # local headers: a change rebuilds
-            h.update((src.parent / header.decode()).read_bytes())
+        for path in _with_headers(src):  # a change in a local header rebuilds too
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
     h.update(" ".join(cflags).encode())
-    h.update(str(_HERE).encode())  # ninja's build file names absolute source paths: one build per checkout
     h.update(os.environ.get("CXX", "c++").encode())
     if "-march=native" in cflags:
         h.update(_cpu_features().encode())
@@ -71,12 +76,27 @@ def _tail(text: str, limit: int = 4000) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
+def _staged(sources: List[Path], folder: Path) -> List[Path]:
+    """Copies of the sources and their local headers in `folder`, rewritten only when their bytes differ (an
+    unchanged copy keeps its mtime, so ninja sees nothing to do); written atomically for concurrent processes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        for path in _with_headers(src):
+            dest, data = folder / path.name, path.read_bytes()
+            if not dest.exists() or dest.read_bytes() != data:
+                tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, dest)
+    return [folder / src.name for src in sources]
+
+
 def _compile(name: str, sources: List[Path], cflags: List[str], ldflags: List[str]) -> ModuleType:
     from torch.utils import cpp_extension  # imported lazily: it pulls in setuptools
 
     key = _key(name, sources, cflags)
     build = cache_dir() / key
     build.mkdir(parents=True, exist_ok=True)
+    sources = _staged(sources, build / "src")
     verbose = os.environ.get("SSMKIT_CPP_VERBOSE", "") not in ("", "0")
     return cpp_extension.load(
         name=key.replace("-", "_").replace(".", "_"),
