@@ -23,6 +23,7 @@ def gpu_scan():
     return module
 
 
+@pytest.mark.heavy  # runs the whole GPU benchmark script under Triton's interpreter: 25-40 s, `make test-heavy`
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_cpu_quick_run_writes_passing_rows(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
