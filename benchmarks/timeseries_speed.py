@@ -6,7 +6,9 @@
 "before": the companion Krylov columns by dense repeated squaring (`kernel_method="squaring"`), every op on its
 PyTorch path (`SSMKIT_DISABLE_BACKENDS=cpp`: Chimera's 2-D scan by the PyTorch wavefront, the Krylov recurrences
 step by step), and the closed loop's roll-out reading out the next inputs as well as y (as it did before
-`forecast(..., next_inputs=False)`). "after": each model's default `kernel_method` with backend "auto" (on CPU the
+`forecast(..., next_inputs=False)`). SpaceTime's "before" is a frozen copy of that path (`_spacetime_before.py`,
+loaded with the "after" model's weights), so that speed work in the layers both share does not move the baseline.
+"after": each model's default `kernel_method` with backend "auto" (on CPU the
 C++ kernels of `kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences).
 
 A training step is zero_grad + loss + backward + Adam step (SpaceTime's three-term loss, Chimera's MSE) at the
@@ -32,6 +34,8 @@ import torch
 from ssmkit.timeseries.data import ett_borders
 from ssmkit.timeseries.models import Chimera, SpaceTime
 
+import _spacetime_before as spacetime_before  # sibling module: scripts run as `python benchmarks/<name>.py`
+
 SEQ_LEN, CHANNELS = 96, 7
 MODELS = {
     "spacetime": (lambda H, method: SpaceTime(SEQ_LEN, H, CHANNELS, d_model=128, n_blocks=1, kernel_dim=64,
@@ -50,7 +54,7 @@ def ett_batches(H: int, batch: int):
 
 
 def loss_of(model, x, y):
-    if isinstance(model, SpaceTime):
+    if isinstance(model, (SpaceTime, spacetime_before.SpaceTime)):
         return model.loss(x, y, None, n_targets=y.shape[-1])
     return (model(x) - y).pow(2).mean()
 
@@ -87,8 +91,11 @@ def bench(name, H, repeats):
         model = build(H, method)
         if path == "before":
             old_rollout(model)
-        runs[path] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=0.0), disabled=disabled,
-                          step=[], eval=[], loss=None)
+        runs[path] = dict(model=model, disabled=disabled, step=[], eval=[], loss=None)
+    if name == "spacetime":  # the frozen copy of the code before, with the same weights
+        runs["before"]["model"] = spacetime_before.load(runs["after"]["model"])
+    for run in runs.values():
+        run["opt"] = torch.optim.Adam(run["model"].parameters(), lr=0.0)
     for r in range(repeats + 1):  # interleaved: before, after, before, after, ...; the first round warms up
         for path, run in runs.items():
             os.environ["SSMKIT_DISABLE_BACKENDS"] = run["disabled"]
