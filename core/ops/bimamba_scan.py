@@ -12,15 +12,23 @@ D_f, D_b, bias_f, bias_b (dim,); z (batch, L, dim). y is (batch, L, dim), ready 
 The PyTorch path is two `selective_scan` calls (any backend) with the backward one's inputs and output flipped;
 the "cpp" backend (`kernels/cpu/bimamba_scan.cpp`) walks both directions over the same memory, with no flip,
 transpose or copy.
-No autograd: it serves inference (training runs the mixer's two scans, which have their backward).
+
+`bimamba_conv` makes u and v from the mixer's x (batch, dim, L) in one pass: u = silu(causal depthwise conv of x
+with w_f, b_f), v = the backward branch's silu(causal conv of flip(x) with w_b, b_b), flipped back to time order
+(the anti-causal conv of x with reversed taps). Its "cpp" backend returns both as (batch, dim, L) views of
+channel-contiguous (batch, L, dim) memory, the layout x_proj and the fused scan read without a copy.
+No autograd: both serve inference (training runs the mixer's two branches, which have their backward).
 """
 from __future__ import annotations
+
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_tensor
 from ._dispatch import select
+from .conv import causal_conv1d_ref
 from .selective_scan import selective_scan, selective_scan_ref
 
 
@@ -78,10 +86,47 @@ def bimamba_scan(u_f: torch.Tensor, u_b: torch.Tensor, dt_f: torch.Tensor, dt_b:
     device = _validate(u_f, u_b, dt_f, dt_b, bc_f, bc_b, A_f, A_b, D_f, D_b, bias_f, bias_b, z, dt_rank)
     kwargs = dict(u_f=u_f, u_b=u_b, dt_f=dt_f, dt_b=dt_b, bc_f=bc_f, bc_b=bc_b, A_f=A_f, A_b=A_b, D_f=D_f, D_b=D_b,
                   bias_f=bias_f, bias_b=bias_b, z=z, dt_rank=dt_rank, delta_softplus=delta_softplus, scale=scale)
+    return _fused("bimamba_scan", backend, device, _bimamba_torch, "u_f", kwargs)
+
+
+def _fused(op, backend, device, torch_impl, main, kwargs):
+    """Call `op` by `backend`; the PyTorch path takes calls that need gradients or are not fp32 / fp64."""
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in kwargs.values() if isinstance(t, torch.Tensor))
+    dtype = kwargs[main].dtype
     reason = ("inputs require grad (the fused kernel has no backward)" if grad else
-              None if u_f.dtype in (torch.float32, torch.float64) else f"u_f has dtype {u_f.dtype}")
+              None if dtype in (torch.float32, torch.float64) else f"{main} has dtype {dtype}")
     if reason is not None and backend == "cpp":
-        raise ValueError(f"backend='cpp' bimamba_scan cannot take this call: {reason}; use backend='auto'")
-    impl = _bimamba_torch if reason is not None else select("bimamba_scan", backend, device, _bimamba_torch)
+        raise ValueError(f"backend='cpp' {op} cannot take this call: {reason}; use backend='auto'")
+    impl = torch_impl if reason is not None else select(op, backend, device, torch_impl)
     return impl(**kwargs)
+
+
+def bimamba_conv_ref(x, w_f, b_f=None, w_b=None, b_b=None):
+    """The definition: `causal_conv1d_ref` + SiLU of x, and of flip(x) flipped back (fp64-capable)."""
+    _validate_conv(x, w_f, b_f, w_b, b_b)
+    return causal_conv1d_ref(x, w_f, b_f, "silu"), causal_conv1d_ref(x.flip(-1), w_b, b_b, "silu").flip(-1)
+
+
+def _conv_torch(x, w_f, b_f, w_b, b_b):
+    W, groups = w_f.shape[1], x.shape[1]
+    u = F.silu(F.conv1d(F.pad(x, (W - 1, 0)), w_f.unsqueeze(1), b_f, groups=groups))
+    v = F.silu(F.conv1d(F.pad(x, (0, W - 1)), w_b.flip(-1).unsqueeze(1), b_b, groups=groups))
+    return u, v
+
+
+def _validate_conv(x, w_f, b_f, w_b, b_b):
+    s = check_tensor("x", x, ("batch", "dim", "L"))
+    for name, w in (("w_f", w_f), ("w_b", w_b)):
+        check_tensor(name, w, ("dim", "W"), s)
+    for name, b in (("b_f", b_f), ("b_b", b_b)):
+        if b is not None:
+            check_tensor(name, b, ("dim",), s)
+    return check_same_device(x=x, w_f=w_f, b_f=b_f, w_b=w_b, b_b=b_b)
+
+
+def bimamba_conv(x: torch.Tensor, w_f: torch.Tensor, b_f: Optional[torch.Tensor], w_b: torch.Tensor,
+                 b_b: Optional[torch.Tensor], backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both branches' depthwise conv + SiLU (see the module docstring): x (batch, dim, L), w_f, w_b (dim, W),
+    b_f, b_b (dim,) or None -> (u, v), each (batch, dim, L). backend: "auto", "torch", "cpp"."""
+    device = _validate_conv(x, w_f, b_f, w_b, b_b)
+    return _fused("bimamba_conv", backend, device, _conv_torch, "x", dict(x=x, w_f=w_f, b_f=b_f, w_b=w_b, b_b=b_b))

@@ -10,6 +10,7 @@ from .. import BackendUnavailable
 # op -> (extension name, C++ sources in this folder)
 _SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
             "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"]),
+            "bimamba_conv": ("bimamba_scan", ["bimamba_scan.cpp"]),
             "selective_scan_2d": ("chimera2d", ["chimera2d.cpp"]),
             "companion_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
             "closed_loop_krylov": ("companion_krylov", ["companion_krylov.cpp"])}
@@ -39,10 +40,10 @@ def load(op, device):
         from .scan import make_selective_scan
 
         fn = make_selective_scan(ext)
-    elif op == "bimamba_scan":
-        from .bimamba import make_bimamba_scan
+    elif op in ("bimamba_scan", "bimamba_conv"):
+        from . import bimamba
 
-        fn = make_bimamba_scan(ext)
+        fn = (bimamba.make_bimamba_scan if op == "bimamba_scan" else bimamba.make_bimamba_conv)(ext)
     elif op == "selective_scan_2d":
         from .chimera2d import make_selective_scan_2d
 

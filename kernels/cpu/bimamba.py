@@ -1,7 +1,8 @@
-"""The C++ fused bidirectional scan (`bimamba_scan.cpp`) as the cpp backend of `ssmkit.core.ops.bimamba_scan`.
+"""The C++ fused bidirectional scan and conv (`bimamba_scan.cpp`) as the cpp backends of
+`ssmkit.core.ops.bimamba_scan.bimamba_scan` and `bimamba_conv`.
 
-Inference only: the core op sends calls that need gradients to its PyTorch path. Float and double; others are
-rejected by the core op before they get here.
+Inference only: the core ops send calls that need gradients to their PyTorch paths. Float and double; others are
+rejected by the core ops before they get here.
 """
 from __future__ import annotations
 
@@ -15,3 +16,14 @@ def make_bimamba_scan(ext):
 
     bimamba_scan_cpp.__name__ = "bimamba_scan_cpp"
     return bimamba_scan_cpp
+
+
+def make_bimamba_conv(ext):
+    def bimamba_conv_cpp(x, w_f, b_f, w_b, b_b):
+        zeros = x.new_zeros(x.shape[1])
+        u, v = ext.conv(x, w_f.to(x.dtype), zeros if b_f is None else b_f.to(x.dtype), w_b.to(x.dtype),
+                        zeros if b_b is None else b_b.to(x.dtype))
+        return u, v
+
+    bimamba_conv_cpp.__name__ = "bimamba_conv_cpp"
+    return bimamba_conv_cpp

@@ -24,7 +24,7 @@ from timm.models._features import feature_take_indices
 
 from ssmkit.core.blocks import RMSNorm
 from ssmkit.core.layers import BiMamba
-from ssmkit.core.ops.bimamba_scan import bimamba_scan
+from ssmkit.core.ops.bimamba_scan import bimamba_conv, bimamba_scan
 
 from ._capture import capturing, shape_str
 
@@ -72,14 +72,14 @@ class VimMixer(BiMamba):
 
     @torch.jit.unused
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: both directions in one `bimamba_scan` over the time-ordered layer outputs. The backward
-        branch's causal conv of the flipped sequence is the anti-causal conv (right padding, reversed taps) of
-        the sequence itself, so nothing is flipped or transposed into a copy."""
-        di, R, W = self.conv1d.weight.shape[0], self.dt_proj.weight.shape[1], self.conv1d.weight.shape[-1]
+        """Inference: both directions' conv + SiLU in one `bimamba_conv` and both scans in one `bimamba_scan`, over
+        the time-ordered layer outputs. The backward branch's causal conv of the flipped sequence is the anti-causal
+        conv (reversed taps) of the sequence itself, so nothing is flipped; the cpp backends read in_proj's output
+        in place and write channel-contiguous u, v that x_proj and the scan read without a copy."""
+        di, R = self.conv1d.weight.shape[0], self.dt_proj.weight.shape[1]
         xz = self.in_proj(x)                                                        # (B, L, 2 d_inner)
-        xs = xz[..., :di].transpose(1, 2).contiguous()  # one copy: depthwise conv1d is slow on a transposed view
-        u_f = F.silu(F.conv1d(F.pad(xs, (W - 1, 0)), self.conv1d.weight, self.conv1d.bias, groups=di))
-        u_b = F.silu(F.conv1d(F.pad(xs, (0, W - 1)), self.conv1d_b.weight.flip(-1), self.conv1d_b.bias, groups=di))
+        u_f, u_b = bimamba_conv(xz[..., :di].transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias,
+                                self.conv1d_b.weight[:, 0], self.conv1d_b.bias, backend=self.backend)
         bc_f = F.linear(u_f.transpose(1, 2), self.x_proj.weight)                  # (B, L, R + 2N): dt, B, C
         bc_b = F.linear(u_b.transpose(1, 2), self.x_proj_b.weight)
         dt_f, dt_b = F.linear(bc_f[..., :R], self.dt_proj.weight), F.linear(bc_b[..., :R], self.dt_proj_b.weight)
