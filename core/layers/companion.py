@@ -69,6 +69,13 @@ class CompanionSSM(nn.Module):
         """(d_model, L) kernel: each kernel repeated over its channels."""
         return self._per_channel(_KERNELS[self.kernel_method](*self.ssm(), L))
 
+    def full_kernel(self, L: int) -> torch.Tensor:
+        """(d_model, L) kernel of the whole stateless forward: `conv_kernel` plus the skip at lag 0."""
+        kernel = self.conv_kernel(L)
+        if self.skip is None or L == 0:
+            return kernel
+        return torch.cat([kernel[:, :1] + self.skip.unsqueeze(-1), kernel[:, 1:]], dim=-1)
+
     def forward(self, x: torch.Tensor, state: Optional[CompanionState] = None, return_state: bool = False):
         """x (B, L, d_model) -> y, same shape; with `return_state`, (y, CompanionState) to continue."""
         check_tensor("x", x, (None, None, self.d_model))
@@ -132,20 +139,29 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         kernel = _KERNELS[self.kernel_method](a, b, _normalise(self.k, self.norm_order), u.shape[-1])
         return fft_conv(u, self._per_channel(kernel).to(u.dtype)).transpose(1, 2)
 
-    def forecast(self, x: torch.Tensor, horizon: int, next_inputs: bool = True):
+    def open_loop_kernels(self, L: int) -> torch.Tensor:
+        """(2, d_model, L): the kernels of `forward` (output) and `next_input`, to convolve one input with both
+        (`fft_conv_bank`)."""
+        a, b, c = self.ssm()
+        make = _KERNELS[self.kernel_method]
+        return self._per_channel(torch.stack([make(a, b, c, L), make(a, b, _normalise(self.k, self.norm_order), L)],
+                                             dim=1)).transpose(0, 1)
+
+    def forecast(self, x: torch.Tensor, horizon: int, next_inputs: bool = True, channels_first: bool = False):
         """Read x (B, L, d_model), then roll out: returns (y, u_next), each (B, horizon, d_model).
 
         With `next_inputs=False`, u_next is None and only y's read-out is computed (half the roll-out's products:
-        training losses use y alone).
+        training losses use y alone). With `channels_first`, x is (B, d_model, L) and y, u_next (B, d_model,
+        horizon): the lag state and the read-out are then batched matrix products over the kernels in a layout
+        that needs no copy of the (B, horizon, d_model) outputs, forward or backward (SpaceTime's layout).
         """
-        check_tensor("x", x, (None, None, self.d_model))
+        check_tensor("x", x, (None, self.d_model, None) if channels_first else (None, None, self.d_model))
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
         a, b, c = self.ssm()
         k = _normalise(self.k, self.norm_order)
-        B, L, D = x.shape
+        B, L, D = (x.shape[0], x.shape[2], x.shape[1]) if channels_first else x.shape
         n, d = a.shape
-        u = x.reshape(B, L, n, self.heads).to(a.dtype)
         read = torch.stack([c, k]) if next_inputs else c.unsqueeze(0)
         # Last state x_lag = sum_i A^{L-1-i} b u_i, from the Krylov matrix [b, Ab, ...] of each kernel.
         # Outputs read the state through ((A + b k^T)^T)^j c and ((A + b k^T)^T)^j k: (n, d, horizon) per kernel,
@@ -158,6 +174,16 @@ class ClosedLoopCompanionSSM(CompanionSSM):
         else:
             lag = companion_krylov(a, b, L)
             readout = closed_loop_krylov(a, b, k, read, horizon)  # (2 or 1, n, d, horizon)
-        state = torch.einsum("ndl,blnh->bnhd", lag.flip(-1), u)
-        out = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(-1, B, horizon, D)
-        return out[0].to(x.dtype), (out[1].to(x.dtype) if next_inputs else None)
+        if channels_first:
+            # per kernel: state (B * heads, d) = u (B * heads, L) @ lag^T, outputs = state @ readout (d, horizon)
+            u = x.reshape(B, n, self.heads, L).transpose(0, 1).reshape(n, B * self.heads, L).to(a.dtype)
+            state = u @ lag.flip(-1).transpose(-1, -2)
+            out = (state @ readout).unflatten(2, (B, self.heads)).permute(0, 2, 1, 3, 4).reshape(-1, B, D, horizon)
+        else:
+            u = x.reshape(B, L, n, self.heads).to(a.dtype)
+            state = torch.einsum("ndl,blnh->bnhd", lag.flip(-1), u)
+            out = torch.einsum("rndj,bnhd->rbjnh", readout, state).reshape(-1, B, horizon, D)
+        if not next_inputs:  # squeeze, not out[0]: a select's backward would write a zero-filled copy of out
+            return out.squeeze(0).to(x.dtype), None
+        y, u_next = out.unbind(0)
+        return y.to(x.dtype), u_next.to(x.dtype)

@@ -21,6 +21,10 @@ from ._checks import check_same_device, check_tensor
 def _check(u, k, bidirectional):
     sizes = check_tensor("u", u, ("B", "D", "L"))
     check_tensor("k", k, (2, "D", None) if bidirectional else ("D", None), sizes)
+    _check_length(u, k)
+
+
+def _check_length(u, k):
     check_same_device(u=u, k=k)
     if k.shape[-1] > u.shape[-1]:
         raise ValueError(f"k is longer than the sequence: kernel length {k.shape[-1]} > L = {u.shape[-1]} "
@@ -54,6 +58,76 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool = False) -> t
     if masked:
         y = nf.poison(y, _reached(bad_u, bad_k, bidirectional))
     return y.to(u.dtype)
+
+
+def _check_bank(u, k):
+    sizes = check_tensor("u", u, ("B", "D", "L"))
+    check_tensor("k", k, (None, "D", None), sizes)
+    _check_length(u, k)
+
+
+def fft_conv_bank(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal convolution of one input u (B, D, L) with each of M kernel sets k (M, D, Lk), Lk <= L: (M, B, D, L),
+    out[m] = fft_conv(u, k[m]).
+
+    u is transformed once for all M kernels, at the smallest 2^a 3^b 5^c length >= L + Lk - 1 (enough for a linear
+    convolution), and the backward is written in the frequency domain with the forward's spectra: one transform of
+    the output gradient per kernel set, one inverse for u's gradient, and k's gradient reduced over the batch before
+    its inverse (autograd through `fft_conv` pays a full complex transform for u's gradient). Computes in at least
+    fp32; the output takes u's dtype. Non-finite inputs go through `fft_conv` (its masking) kernel set by kernel set.
+    """
+    _check_bank(u, k)
+    L, Lk = u.shape[-1], k.shape[-1]
+    if u.numel() == 0 or k.numel() == 0:
+        return u.new_zeros(k.shape[0], *u.shape)
+    if nf.maybe_bad(u, k):
+        return torch.stack([fft_conv(u, km) for km in k.unbind(0)])
+    work = torch.promote_types(torch.promote_types(u.dtype, k.dtype), torch.float32)
+    return _FFTConvBank.apply(u.to(work), k.to(work), fft_size(L + Lk - 1)).to(u.dtype)
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (a length the FFT handles fast)."""
+    m = max(n, 1)
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+class _FFTConvBank(torch.autograd.Function):
+    """y[m] = irfft(rfft(u) rfft(k[m]))[:L]; gradients as correlations: du = irfft(sum_m G_m conj(K_m))[:L],
+    dk = irfft(sum_b G conj(U))[:Lk], exact (no wrap-around) because n >= L + Lk - 1."""
+
+    @staticmethod
+    def forward(ctx, u, k, n):
+        u_f, k_f = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)      # (B, D, F), (M, D, F)
+        ctx.save_for_backward(u_f, k_f)
+        ctx.sizes = u.shape[-1], k.shape[-1], n
+        return torch.fft.irfft(u_f * k_f.unsqueeze(1), n=n)[..., :u.shape[-1]]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        u_f, k_f = ctx.saved_tensors
+        L, Lk, n = ctx.sizes
+        g_f = torch.fft.rfft(g, n=n)                                        # (M, B, D, F)
+        du = dk = None
+        if ctx.needs_input_grad[0]:
+            du = torch.fft.irfft((g_f * k_f.conj().unsqueeze(1)).sum(0), n=n)[..., :L]
+        if ctx.needs_input_grad[1]:
+            dk = torch.fft.irfft((g_f * u_f.conj()).sum(1), n=n)[..., :Lk]
+        return du, dk, None
+
+
+def fft_conv_bank_ref(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The oracle of `fft_conv_bank`: the direct convolution with each kernel set, stacked."""
+    _check_bank(u, k)
+    return torch.stack([fft_conv_ref(u, km) for km in k.unbind(0)]) if k.shape[0] else u.new_zeros(0, *u.shape)
 
 
 def _reached(bad_u: torch.Tensor, bad_k: torch.Tensor, bidirectional: bool) -> torch.Tensor:

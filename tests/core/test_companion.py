@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from ssmkit.core.layers import ClosedLoopCompanionSSM, CompanionSSM
-from ssmkit.core.ops import companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix, krylov
+from ssmkit.core.ops import (companion_kernel, companion_kernel_ref, companion_kernel_squaring, companion_matrix,
+                             fft_conv_ref, krylov)
+from ssmkit.core.ops.fft_conv import fft_conv_bank
 
 
 def _abc(d, H=3, seed=0, radius=0.9):
@@ -92,6 +94,38 @@ def test_closed_loop_rollout_equals_repeated_A_plus_BK():
         assert none is None and torch.allclose(y_only, y, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["squaring", "recurrence"])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_closed_loop_channels_first_and_open_loop_kernels_equal_the_default_layout(method, heads):
+    torch.manual_seed(heads)
+    layer = ClosedLoopCompanionSSM(4, kernel_dim=6, n_kernels=4 // heads, kernel_method=method).double()
+    x = torch.randn(3, 25, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, 30, 4, dtype=torch.float64)
+    y, u_next = layer.forecast(x, horizon=30)
+    y_cf, u_cf = layer.forecast(x.transpose(1, 2), horizon=30, channels_first=True)
+    assert torch.allclose(y_cf.transpose(1, 2), y, atol=1e-12) and torch.allclose(u_cf.transpose(1, 2), u_next)
+    params = (x, *layer.parameters())
+    g = torch.autograd.grad((w[0] * y).sum() + (w[1] * u_next).sum(), params)
+    g_cf = torch.autograd.grad((w[0] * y_cf.transpose(1, 2)).sum() + (w[1] * u_cf.transpose(1, 2)).sum(), params)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g, g_cf))
+    y_only, none = layer.forecast(x.transpose(1, 2), horizon=30, next_inputs=False, channels_first=True)
+    assert none is None and torch.allclose(y_only, y_cf, atol=1e-12)
+    # forward's and next_input's kernels, in one (2, d_model, L) tensor
+    with torch.no_grad():
+        out, nxt = fft_conv_bank(x.transpose(1, 2), layer.open_loop_kernels(25)).transpose(-1, -2)
+        assert torch.allclose(out, layer(x), atol=1e-12) and torch.allclose(nxt, layer.next_input(x), atol=1e-12)
+
+
+def test_companion_full_kernel_is_the_stateless_forward():
+    torch.manual_seed(0)
+    layer = CompanionSSM(6, kernel_dim=5, n_kernels=3, skip_connection=True, kernel_method="recurrence").double()
+    x = torch.randn(2, 40, 6, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(fft_conv_ref(x.transpose(1, 2), layer.full_kernel(40)).transpose(1, 2), layer(x),
+                              atol=1e-10)
+        assert layer.full_kernel(0).shape == (6, 0)
+
+
 def test_companion_bad_input():
     with pytest.raises(ValueError, match="n_kernels must divide"):
         CompanionSSM(6, n_kernels=4)
@@ -104,3 +138,5 @@ def test_companion_bad_input():
         companion_kernel_ref(a, b, c, -1)
     with pytest.raises(ValueError, match="horizon must be a positive int"):
         ClosedLoopCompanionSSM(2, kernel_dim=3).forecast(torch.randn(1, 5, 2), 0)
+    with pytest.raises(ValueError, match=r"x must have shape \(\?, 2, \?\)"):
+        ClosedLoopCompanionSSM(2, kernel_dim=3).forecast(torch.randn(1, 5, 2), 3, channels_first=True)

@@ -1,8 +1,9 @@
-"""fft_conv against direct convolution, causality, two-sided variant and argument errors."""
+"""fft_conv (and fft_conv_bank) against direct convolution, causality, two-sided variant and argument errors."""
 import pytest
 import torch
 
 from ssmkit.core.ops import fft_conv, fft_conv_ref
+from ssmkit.core.ops.fft_conv import fft_conv_bank, fft_conv_bank_ref, fft_size
 
 
 @pytest.mark.parametrize("L", [1, 7, 1000, 4096])
@@ -70,3 +71,59 @@ def test_fft_conv_bad_input():
         fft_conv(u, torch.randn(3, 10), bidirectional=True)
     with pytest.raises(TypeError, match="u must be a floating-point"):
         fft_conv(torch.ones(2, 3, 10, dtype=torch.long), torch.randn(3, 10))
+
+
+@pytest.mark.parametrize("B,D,L,Lk,M", [(2, 3, 1, 1, 1), (2, 3, 96, 96, 2), (1, 4, 50, 7, 3), (3, 2, 337, 337, 2)])
+def test_fft_conv_bank_values_and_gradients_equal_the_direct_convolution_fp64(B, D, L, Lk, M):
+    g = torch.Generator().manual_seed(L + M)
+    u = torch.randn(B, D, L, dtype=torch.float64, generator=g, requires_grad=True)
+    k = (torch.randn(M, D, Lk, dtype=torch.float64, generator=g) / Lk ** 0.5).requires_grad_()
+    w = torch.randn(M, B, D, L, dtype=torch.float64, generator=g)
+    y, r = fft_conv_bank(u, k), fft_conv_bank_ref(u, k)
+    assert y.shape == (M, B, D, L) and (y - r).abs().max() < 1e-10
+    grads = torch.autograd.grad((y * w).sum(), (u, k))
+    grads_ref = torch.autograd.grad((r * w).sum(), (u, k))
+    for a, b in zip(grads, grads_ref):
+        assert (a - b).abs().max() < 1e-10
+
+
+def test_fft_conv_bank_gradcheck_and_float32():
+    u = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fft_conv_bank, (u, k))
+    y = fft_conv_bank(u.detach().float(), k.detach().float())
+    assert y.dtype == torch.float32 and (y.double() - fft_conv_bank_ref(u, k)).abs().max() < 1e-4
+
+
+def test_fft_conv_bank_nonfinite_and_empty_inputs_as_the_oracle():
+    u = torch.randn(2, 3, 20, dtype=torch.float64)
+    k = torch.randn(2, 3, 5, dtype=torch.float64)
+    u[1, 2, 7] = float("nan")
+    k[1, 0, 2] = float("inf")
+    y, r = fft_conv_bank(u, k), fft_conv_bank_ref(u, k)
+    bad = ~torch.isfinite(y)
+    assert torch.equal(bad, ~torch.isfinite(r)) and bad[1].any() and not bad[0, 0].any()
+    assert torch.allclose(y[~bad], r[~bad], atol=1e-10)
+    assert fft_conv_bank(torch.randn(0, 3, 8), torch.randn(2, 3, 4)).shape == (2, 0, 3, 8)
+    assert fft_conv_bank(torch.randn(2, 3, 8), torch.randn(0, 3, 4)).shape == (0, 2, 3, 8)
+
+
+def test_fft_conv_bank_bad_input():
+    u = torch.randn(2, 3, 10)
+    with pytest.raises(ValueError, match="longer than the sequence"):
+        fft_conv_bank(u, torch.randn(2, 3, 11))
+    with pytest.raises(ValueError, match=r"k must have shape \(\?, D, \?\)"):
+        fft_conv_bank(u, torch.randn(2, 4, 10))
+    with pytest.raises(ValueError, match=r"k must have shape"):
+        fft_conv_bank(u, torch.randn(3, 10))
+
+
+def test_fft_size_is_the_smallest_2_3_5_smooth_length():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+    for n in range(1, 400):
+        m = fft_size(n)
+        assert m >= n and smooth(m) and not any(smooth(j) for j in range(n, m))

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmkit.core.layers import ClosedLoopCompanionSSM, CompanionSSM
-from ssmkit.core.ops import fft_conv
+from ssmkit.core.ops.fft_conv import fft_conv, fft_conv_bank
 from ssmkit.core.ops import check_tensor
 
 from .base import Forecaster
@@ -68,9 +68,16 @@ class MLP(nn.Module):
         y = self.linear(self.dropout(F.gelu(x)))
         return x + y if self.residual else y
 
+    def channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on a channels-first x (N, d_in, T) -> (N, d_out, T): one matrix product, no transposes."""
+        y = torch.matmul(self.linear.weight, self.dropout(F.gelu(x))) + self.linear.bias.unsqueeze(-1)
+        return x + y if self.residual else y
+
 
 class SpaceTimeBlock(nn.Module):
-    """[fixed preprocessing ->] companion SSM -> MLP, plus a residual from the (preprocessed) input."""
+    """[fixed preprocessing ->] companion SSM -> MLP, plus a residual from the (preprocessed) input; channels first
+    (N, d_model, L). The SSM's output on the preprocessed z = p * u is (K * p) * u (causal convolutions compose), so
+    z and the SSM's output come from one transform of u (`fft_conv_bank`), the skip inside K's lag 0."""
 
     def __init__(self, d_model: int, kernel_dim: int, n_kernels: int, dropout: float, preprocess: bool,
                  kernel_method: str = "recurrence"):
@@ -86,11 +93,15 @@ class SpaceTimeBlock(nn.Module):
         self.mlp = MLP(d_model, d_model, dropout, residual=True)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        z = u
-        if self.pre_kernel is not None:
-            k = self.pre_kernel[:, :u.shape[1]].to(u.dtype)
-            z = fft_conv(u.transpose(1, 2), k).transpose(1, 2)
-        return self.mlp(self.ssm(z)) + z
+        L = u.shape[-1]
+        kernel = self.ssm.full_kernel(L)
+        if self.pre_kernel is None:
+            z, y = u, fft_conv_bank(u, kernel.unsqueeze(0)).squeeze(0)
+        else:
+            pre = self.pre_kernel[:, :L].to(kernel.dtype)
+            pre = F.pad(pre, (0, L - pre.shape[-1]))
+            z, y = fft_conv_bank(u, torch.stack([pre, fft_conv(pre.unsqueeze(0), kernel).squeeze(0)])).unbind(0)
+        return self.mlp.channels_first(y) + z
 
 
 class SpaceTime(Forecaster):
@@ -131,8 +142,12 @@ class SpaceTime(Forecaster):
         return y.reshape(-1, channels, y.shape[1]).transpose(1, 2) if self.channel_independent else y
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder features (N, T, d_model) of a (folded) window."""
-        return self.encoder(self.embedding(x))
+        """Encoder features, channels first (N, d_model, T), of a (folded) window (N, T, width)."""
+        return self.encoder(torch.matmul(self.embedding.weight, x.transpose(1, 2)) + self.embedding.bias.unsqueeze(-1))
+
+    def _head(self, y: torch.Tensor) -> torch.Tensor:
+        """Output head on channels-first features (N, d_model, T) -> (N, T, width)."""
+        return self.output.channels_first(y).transpose(1, 2)
 
     def _window_mean(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, C) mean over the lag window that the model works around (zeros without `mean_transform`)."""
@@ -142,8 +157,9 @@ class SpaceTime(Forecaster):
         """Read a lag window x (B, L, C), roll the decoder's closed loop `horizon` steps: (B, horizon, C)."""
         check_tensor("x", x, (None, None, self.enc_in))
         mean = self._window_mean(x)
-        y, _ = self.decoder.forecast(self._encode(self._fold(x - mean)), horizon, next_inputs=False)
-        return self._unfold(self.output(y), x.shape[-1]) + mean
+        y, _ = self.decoder.forecast(self._encode(self._fold(x - mean)), horizon, next_inputs=False,
+                                     channels_first=True)
+        return self._unfold(self._head(y), x.shape[-1]) + mean
 
     def forward(self, x: torch.Tensor, x_mark: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, seq_len, C) -> (B, pred_len, C); time features are not used by SpaceTime."""
@@ -162,13 +178,13 @@ class SpaceTime(Forecaster):
         mean = self._window_mean(x)
         x, y = self._fold(x - mean), self._fold(y - mean[..., -k:])  # every term compares centred values
         k = x.shape[-1] if self.channel_independent else k
-        z = self._encode(x)
-        y_c, _ = self.decoder.forecast(z, y.shape[1], next_inputs=False)
+        z = self._encode(x)                                        # (N, d_model, L)
+        y_c, _ = self.decoder.forecast(z, y.shape[1], next_inputs=False, channels_first=True)
         err = _LOSS_TERMS[self.loss_fn]
-        loss = w0 * err(self.output(y_c)[..., -k:], y)
+        loss = w0 * err(self._head(y_c)[..., -k:], y)
         start = min(self.kernel_dim, x.shape[1] - 1) - 1
         target = torch.cat([x[..., -k:], y[:, :1]], dim=1)        # inputs shifted by one step
-        y_o = self.output(self.decoder(z))[..., -k:]
-        loss = loss + w1 * err(y_o[:, start:], target[:, start + 1:])
-        u_next = self.decoder.next_input(z)
-        return loss + w2 * err(u_next[:, start:-1], z[:, start + 1:])
+        # the decoder's open-loop outputs and next-input predictions: one transform of z for both
+        y_o, u_next = fft_conv_bank(z, self.decoder.open_loop_kernels(z.shape[-1])).unbind(0)
+        loss = loss + w1 * err(self._head(y_o)[..., -k:][:, start:], target[:, start + 1:])
+        return loss + w2 * err(u_next[..., start:-1], z[..., start + 1:])
