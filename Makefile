@@ -26,9 +26,12 @@ $(STAMP): pyproject.toml constraints.txt $(MODULES) | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/ssmkit demo
 
+# Two pytest workers of one thread each (most tests are small and single-threaded; a module's tests stay on one
+# worker so its module fixtures run once); `make test TEST_WORKERS=0` runs them in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	OMP_NUM_THREADS=2 $(PY) -m pytest -m "not gpu and not heavy" -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not heavy" -q -n $(TEST_WORKERS) --dist loadscope
 
 test-heavy: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -m heavy -q

@@ -1,8 +1,10 @@
 """Compile the C++ sources of this folder on first use with torch.utils.cpp_extension and cache the result.
 
 The build directory is `$SSMKIT_CACHE/cpp/<key>` (default `~/.cache/ssmkit/cpp/<key>`), where the key names the
-torch and Python versions and hashes the sources (with the local headers they include), the compiler flags and the
-host's CPU features, so a cache shared between machines or torch upgrades never loads a stale or foreign binary.
+torch and Python versions and hashes the sources (with the local headers they include) and the compiler flags, which
+name the x86-64 micro-architecture level compiled for (elsewhere the key hashes the CPU's features), so a cache
+shared between machines or torch upgrades never loads a stale or foreign binary, and a VM moved to another host of
+the same level keeps its builds.
 The sources are compiled from a copy inside the build directory: ninja's build file then names the same paths from
 every checkout, so a fresh clone with the same sources reuses the binary instead of recompiling.
 A failed build is remembered for the life of the process (one warning, then the same error every
@@ -28,17 +30,12 @@ _LOCK = threading.Lock()
 _MODULES: Dict[str, ModuleType] = {}
 _ERRORS: Dict[str, str] = {}
 
-# Flag sets tried in order; the later ones only when the compiler rejected a flag of the earlier ones.
-_FLAG_SETS: List[Tuple[List[str], List[str]]] = [
-    (["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]),
-    (["-O3", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]),
-    (["-O3"], []),
+# x86-64 micro-architecture levels (the psABI's) by the /proc/cpuinfo flags each needs; v4 (AVX-512) is left out on
+# purpose: the kernels are written for 256-bit vectors and one v3 binary serves every AVX2 host.
+_X86_LEVELS = [
+    ("x86-64-v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    ("x86-64-v2", {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}),
 ]
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("SSMKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ssmkit")
-    return Path(root) / "cpp"
 
 
 def _cpu_features() -> str:
@@ -50,6 +47,29 @@ def _cpu_features() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _arch_flag() -> str:
+    """`-march=x86-64-v3` (or v2) on x86-64 from the CPU's flags, so the build key (which names the flag, not the
+    host) stays the same when a VM moves to another host of the same level; `-march=native` elsewhere, where the
+    key then hashes the CPU's features."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags = set(_cpu_features().split())
+        return next((f"-march={level}" for level, need in _X86_LEVELS if need <= flags), "")
+    return "-march=native"
+
+
+# Flag sets tried in order; the later ones only when the compiler rejected a flag of the earlier ones.
+_FLAG_SETS: List[Tuple[List[str], List[str]]] = [
+    ([f for f in ("-O3", _arch_flag(), "-fno-trapping-math", "-fopenmp") if f], ["-fopenmp"]),
+    (["-O3", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]),
+    (["-O3"], []),
+]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SSMKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ssmkit")
+    return Path(root) / "cpp"
 
 
 def _with_headers(src: Path) -> List[Path]:
