@@ -131,7 +131,7 @@ def test_torch_export_tiny_presets_dynamic_batch(name, kwargs):
     _export_check(_model(name, kwargs), True)
 
 
-@pytest.mark.parametrize("name,kwargs", _slow(TEST_PRESETS))
+@pytest.mark.parametrize("name,kwargs", _slow(TEST_PRESETS + TINY_PRESETS))
 def test_torch_compile_fullgraph(name, kwargs):
     model = _model(name, kwargs)
     compiled = torch.compile(model, fullgraph=True, dynamic=False)
@@ -140,7 +140,7 @@ def test_torch_compile_fullgraph(name, kwargs):
         _close(compiled(x), model(x))
 
 
-@pytest.mark.parametrize("name,kwargs", _slow(TEST_PRESETS + TINY_PRESETS[:1]))
+@pytest.mark.parametrize("name,kwargs", _slow(TEST_PRESETS + TINY_PRESETS))
 def test_onnx_through_onnxruntime(tmp_path, name, kwargs):
     model = _model(name, kwargs)
     path = ex.export(model, _x(2), "onnx", tmp_path / "m.onnx")
