@@ -118,7 +118,11 @@ class _FFTConvBank(torch.autograd.Function):
         g_f = torch.fft.rfft(g, n=n)                                        # (M, B, D, F)
         du = dk = None
         if ctx.needs_input_grad[0]:
-            du = torch.fft.irfft((g_f * k_f.conj().unsqueeze(1)).sum(0), n=n)[..., :L]
+            k_c = k_f.conj().resolve_conj().unsqueeze(1)
+            du_f = g_f[0] * k_c[0]
+            for m in range(1, g_f.shape[0]):
+                du_f = du_f.addcmul_(g_f[m], k_c[m])
+            du = torch.fft.irfft(du_f, n=n)[..., :L]
         if ctx.needs_input_grad[1]:
             dk = torch.fft.irfft((g_f * u_f.conj()).sum(1), n=n)[..., :Lk]
         return du, dk, None

@@ -69,9 +69,16 @@ class MLP(nn.Module):
         return x + y if self.residual else y
 
     def channels_first(self, x: torch.Tensor) -> torch.Tensor:
-        """The same on a channels-first x (N, d_in, T) -> (N, d_out, T): one matrix product, no transposes."""
-        y = torch.matmul(self.linear.weight, self.dropout(F.gelu(x))) + self.linear.bias.unsqueeze(-1)
+        """The same on a channels-first x (N, d_in, T) -> (N, d_out, T): batched products, no transposes."""
+        y = _channel_linear(self.linear, self.dropout(F.gelu(x)))
         return x + y if self.residual else y
+
+
+def _channel_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`linear` over the channels of x (N, d_in, T) -> (N, d_out, T), bias included, in one batched product
+    (whose backward, unlike matmul's, copies neither x nor its gradient into another layout)."""
+    N, T = x.shape[0], x.shape[-1]
+    return torch.baddbmm(linear.bias.unsqueeze(-1).expand(N, -1, T), linear.weight.expand(N, -1, -1), x)
 
 
 class SpaceTimeBlock(nn.Module):
@@ -143,7 +150,7 @@ class SpaceTime(Forecaster):
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features, channels first (N, d_model, T), of a (folded) window (N, T, width)."""
-        return self.encoder(torch.matmul(self.embedding.weight, x.transpose(1, 2)) + self.embedding.bias.unsqueeze(-1))
+        return self.encoder(_channel_linear(self.embedding, x.transpose(1, 2)))
 
     def _head(self, y: torch.Tensor) -> torch.Tensor:
         """Output head on channels-first features (N, d_model, T) -> (N, T, width)."""
@@ -186,5 +193,5 @@ class SpaceTime(Forecaster):
         target = torch.cat([x[..., -k:], y[:, :1]], dim=1)        # inputs shifted by one step
         # the decoder's open-loop outputs and next-input predictions: one transform of z for both
         y_o, u_next = fft_conv_bank(z, self.decoder.open_loop_kernels(z.shape[-1])).unbind(0)
-        loss = loss + w1 * err(self._head(y_o)[..., -k:][:, start:], target[:, start + 1:])
+        loss = loss + w1 * err(self._head(y_o[..., start:])[..., -k:], target[:, start + 1:])  # the head per step
         return loss + w2 * err(u_next[..., start:-1], z[..., start + 1:])
