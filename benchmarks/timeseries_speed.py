@@ -9,7 +9,8 @@ step by step), and the closed loop's roll-out reading out the next inputs as wel
 `forecast(..., next_inputs=False)`). SpaceTime's "before" is a frozen copy of that path (`_spacetime_before.py`,
 loaded with the "after" model's weights), so that speed work in the layers both share does not move the baseline.
 "after": each model's default `kernel_method` with backend "auto" (on CPU the
-C++ kernels of `kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences).
+C++ kernels of `kernels/cpu`: the fused 2-D selective scan and the companion Krylov recurrences); SpaceTime's also
+computes channels first with one transform per convolved input (`fft_conv_bank`) and batched linears.
 
 A training step is zero_grad + loss + backward + Adam step (SpaceTime's three-term loss, Chimera's MSE) at the
 ETTh1 configs' sizes (configs/timeseries/{spacetime,chimera}_etth1_<H>.yaml: SpaceTime d_model 128, 16 kernels x

@@ -118,6 +118,8 @@ class SpaceTime(Forecaster):
     (default d_model: one per channel, as the original's closed-loop config). `kernel_method` computes the
     companion Krylov columns by the O(d) recurrence ('recurrence', default) or the released code's dense repeated
     squaring ('squaring': the same values, several times slower at kernel_dim 64).
+    Inside, features are channels first (N, d_model, T), so the convolutions transform along contiguous time and
+    the linears are batched products; each convolved input is transformed once (`fft_conv_bank`).
     """
 
     def __init__(self, seq_len: int = 336, pred_len: int = 96, enc_in: int = 1, d_model: int = 128, n_blocks: int = 2,
