@@ -17,8 +17,9 @@ from ..dtypes import state_dtype
 from ..init import dt_rank as resolve_dt_rank
 from ..init import init_dt_bias, init_dt_proj, s4d_real_A_log, set_optim, to_factory
 from ..ops import check_tensor
-from ..ops.conv import causal_conv1d, causal_conv1d_update
-from ..ops.selective_scan import selective_scan, selective_state_update
+from ..ops.conv import causal_conv1d
+from ..ops.mixer_step import mamba_mixer_step
+from ..ops.selective_scan import selective_scan
 from ._validate import check_input_dtype, check_positive_ints
 
 
@@ -90,13 +91,14 @@ class Mamba(nn.Module):
                           torch.zeros(batch_size, self.d_inner, self.d_state, device=w.device, dtype=state_dtype(w)))
 
     def step(self, x_t: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
-        """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time."""
+        """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time. One call of
+        `mamba_mixer_step` (fused on CPU for inference; the scan backends have no one-token kernel)."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        xs, z = self.in_proj(x_t).chunk(2, dim=-1)
-        xs, conv_state = causal_conv1d_update(xs, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                                              "silu")
-        dt, B, C = self._ssm_params(xs)
-        f = state_dtype(x_t)
-        y, ssm_state = selective_state_update(state.ssm, xs, dt, -torch.exp(self.A_log.to(f)), B, C, self.D.to(f), z,
-                                              self.dt_proj.bias.to(f), dt_softplus=True)
-        return self.out_proj(y), MambaState(conv_state, ssm_state)
+        # parameters read from the module dicts: nn.Module attribute lookups cost about as much as the fused step
+        m, p = self._modules, self._parameters
+        inp, conv, xp, dtp, out = (m[n]._parameters for n in ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"))
+        y, conv_state, ssm_state = mamba_mixer_step(
+            x_t, state.conv, state.ssm, inp["weight"], inp["bias"], conv["weight"].squeeze(1), conv["bias"],
+            xp["weight"], dtp["weight"], dtp["bias"], p["A_log"], p["D"], out["weight"], out["bias"],
+            backend="torch" if self.backend == "torch" else "auto")
+        return y, MambaState(conv_state, ssm_state)

@@ -1,6 +1,8 @@
 """Functions on tensors. Each op `<op>` has a readable sequential `<op>_ref` oracle; the scans with accelerated
 implementations (selective_scan, ssd, ssd_noncausal, causal_conv1d, selective_scan_states) take `backend=`.
-The scans of Mamba and Mamba-2 have a one-step form for decoding: `selective_state_update`, `ssd_state_update`.
+The scans of Mamba and Mamba-2 have a one-step form for decoding: `selective_state_update`, `ssd_state_update`;
+whole mixers step in one call with `mamba_mixer_step` / `time_ssd_step` (fused on CPU for inference), and
+`postnorm_ffn` is the post-norm residual feed-forward of RecBole-style layers.
 """
 from ._checks import check_same_device, check_tensor
 from .conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
@@ -17,3 +19,5 @@ from .scan2d import cross_merge, cross_scan, route
 from .scan_states import selective_scan_states, selective_scan_states_ref
 from .chimera2d import selective_scan_2d, selective_scan_2d_ref
 from .convssm import convssm_scan, convssm_scan_ref
+from .mixer_step import mamba_mixer_step, mamba_mixer_step_ref, time_ssd_step, time_ssd_step_ref
+from .postnorm_ffn import postnorm_ffn, postnorm_ffn_ref

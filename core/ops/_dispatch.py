@@ -63,6 +63,13 @@ def _same_dtypes(kwargs: dict) -> Optional[str]:
     return None if len(dtypes) <= 1 else f"its tensors must share one dtype, got {sorted(map(str, dtypes))}"
 
 
+def _inference_one_dtype(kwargs: dict) -> Optional[str]:
+    """The fused inference kernels: every tensor of one dtype, and no gradient asked for."""
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in kwargs.values()):
+        return "inputs require grad (the fused kernel has no backward)"
+    return _same_dtypes(kwargs)
+
+
 _FP32_64 = frozenset({torch.float32, torch.float64})
 _SCAN = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state"})
 _SSD = frozenset({"D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx", "return_final_states"})
@@ -70,7 +77,11 @@ SUPPORTS: Dict[str, Dict[str, Supports]] = {
     "cpp": {"selective_scan": Supports(_SCAN),
             "selective_scan_2d": Supports(frozenset({"D", "delta_bias", "delta_softplus"})),
             "companion_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
-            "closed_loop_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes)},
+            "closed_loop_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
+            "mamba_mixer_step": Supports(frozenset({"in_proj_bias", "conv_bias", "out_proj_bias"}), _FP32_64,
+                                         check=_inference_one_dtype),
+            "time_ssd_step": Supports(frozenset(), _FP32_64, check=_inference_one_dtype),
+            "postnorm_ffn": Supports(frozenset({"x"}), _FP32_64, check=_inference_one_dtype)},
     "triton": {"selective_scan": Supports(_SCAN), "ssd": Supports(_SSD)},
     "mamba_ssm": {
         # selective_scan_fn: no initial state, its last state carries no gradient, CUDA kernels for fp32/fp16/bf16
@@ -99,6 +110,29 @@ def unsupported(backend: str, op: str, call: Call) -> Optional[str]:
         reason = s.check(call.kwargs)
         if reason is not None:
             return f"backend {backend!r} {op}: {reason}"
+    return None
+
+
+def inference_kernel(op: str, backend: str, x: torch.Tensor, args: FrozenSet[str],
+                     tensors: Sequence[Optional[torch.Tensor]]):
+    """For the fused one-token inference ops, whose cost is their Python overhead: the accelerated implementation of
+    `op` to try as is on a call whose main input `x` is an fp32 / fp64 CPU tensor, whose optional arguments given
+    (`args`) the backend declares, and that asks for no gradient through `tensors`; or None. Such a kernel checks
+    shapes, dtypes and devices itself and raises RuntimeError on a call it does not take; the op then takes its
+    general path (named checks, then `select` with the call's `Call`, which also names why an explicitly requested
+    backend cannot take it)."""
+    if backend == "torch" or not isinstance(x, torch.Tensor) or x.dtype not in _FP32_64 or not x.is_cpu:
+        return None
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+        return None
+    names = AUTO_ORDER["cpu"] if backend == "auto" else (backend,)
+    for name in names:
+        s = SUPPORTS.get(name, {}).get(op)
+        if s is not None and args <= s.args and (backend != "auto" or kernels.auto_enabled(name)):
+            try:
+                return kernels.load(name, op, x.device)
+            except kernels.BackendUnavailable:
+                continue
     return None
 
 

@@ -13,7 +13,10 @@ _SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
             "bimamba_conv": ("bimamba_scan", ["bimamba_scan.cpp"]),
             "selective_scan_2d": ("chimera2d", ["chimera2d.cpp"]),
             "companion_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
-            "closed_loop_krylov": ("companion_krylov", ["companion_krylov.cpp"])}
+            "closed_loop_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
+            "mamba_mixer_step": ("mixer_step", ["mixer_step.cpp"]),
+            "time_ssd_step": ("mixer_step", ["mixer_step.cpp"]),
+            "postnorm_ffn": ("mixer_step", ["mixer_step.cpp"])}
 _CALLABLES = {}
 
 
@@ -52,6 +55,10 @@ def load(op, device):
         from . import companion
 
         fn = (companion.make_companion_krylov if op == "companion_krylov" else companion.make_closed_loop_krylov)(ext)
+    elif op in ("mamba_mixer_step", "time_ssd_step", "postnorm_ffn"):
+        from . import mixer_step
+
+        fn = getattr(mixer_step, f"make_{op}")(ext)
     else:  # pragma: no cover - every op in _SOURCES has a wrapper above
         raise BackendUnavailable(f"cpp backend has no {op} kernel")
     _CALLABLES[op] = fn

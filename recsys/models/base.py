@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssmkit.core.ops import postnorm_ffn
+
 
 class FeedForward(nn.Module):
     """Mamba4Rec FFN: LN(x + Dropout(W2 Dropout(act(W1 x)))), inner size 4 d by default; RecBole's Transformer
@@ -24,7 +26,7 @@ class FeedForward(nn.Module):
             raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
         self.w_1 = nn.Linear(d_model, inner_size or 4 * d_model)
         self.w_2 = nn.Linear(inner_size or 4 * d_model, d_model)
-        self.activation = acts[activation]()
+        self.activation, self.activation_name = acts[activation](), activation
         self.dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
 
@@ -57,6 +59,24 @@ def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
 def layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """`module(x)` as one functional call."""
     return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+
+def finish_layer(layer: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """ffn(LN(Dropout(y) + x)) (y alone without `layer.residual`): the position-wise end of a Mamba4Rec / TiM4Rec
+    layer after its mixer (`layer` has `dropout`, `residual`, `LayerNorm`, `ffn`). In eval mode one `postnorm_ffn`
+    call, fused on CPU: streaming one user costs per op (7 here), and per module attribute lookup, so the weights
+    are read from the modules' dictionaries."""
+    x = x if layer.residual else None
+    if layer.training:
+        y = dropout(layer.dropout, y)
+        return layer.ffn(layer_norm(layer.LayerNorm, y if x is None else y + x))
+    m = layer._modules
+    ln, ffn = m["LayerNorm"], m["ffn"]
+    f = ffn._modules
+    ln2, w1, w2 = f["LayerNorm"], f["w_1"]._parameters, f["w_2"]._parameters
+    p1, p2 = ln._parameters, ln2._parameters
+    return postnorm_ffn(y, x, p1["weight"], p1["bias"], w1["weight"], w1["bias"], w2["weight"], w2["bias"],
+                        p2["weight"], p2["bias"], ln.eps, ln2.eps, ffn.activation_name)
 
 
 LENGTH_BUCKETS = (2, 4, 8, 16, 32)  # history-length groups of `encode_by_length`

@@ -6,6 +6,8 @@ tied item embeddings. No positional embedding. Original config: hidden 64, d_sta
 Departure: the original's init re-draws every Linear of the Mamba mixer, zeroing dt_proj.bias (so every channel
 starts at dt = softplus(0) = 0.69); here the mixer's dt bias keeps mamba_ssm's log-uniform [1e-3, 0.1] init.
 Streams with `step`: every part but the Mamba mixer is position-wise, and the mixer carries its conv/SSM state.
+In eval mode a layer's step is two calls, fused on CPU: the core mixer's `step` (`mamba_mixer_step`) and
+`postnorm_ffn` for the rest of the layer.
 """
 from __future__ import annotations
 
@@ -15,34 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssmkit.core.layers import Mamba, MambaState
+from ssmkit.core.layers import Mamba
 
-from .base import Dropout, FeedForward, SequentialRecommender, dropout, gather_last, layer_norm
-
-
-def mamba_step(m: Mamba, x_t: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
-    """`m.step(x_t, state)` with the same math in a few fused calls and no argument checks: the per-interaction
-    cost of streaming one user is the number of tensor ops, not their size (tested equal to `Mamba.step`).
-
-    x_t (B, d_model) of the module's dtype; state from `m.initial_state` (the SSM state in fp32, fp64 for fp64).
-    """
-    f = state.ssm.dtype
-    xs, z = F.linear(x_t, m.in_proj.weight, m.in_proj.bias).chunk(2, dim=-1)
-    window = torch.cat([state.conv, xs.unsqueeze(-1)], dim=-1)                  # (B, d_inner, d_conv)
-    u = torch.linalg.vecdot(window, m.conv1d.weight.squeeze(1))
-    u = F.silu(u + m.conv1d.bias if m.conv1d.bias is not None else u)
-    dt, B, C = F.linear(u, m.x_proj.weight).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    dt = F.softplus(_as(F.linear(dt, m.dt_proj.weight), f) + _as(m.dt_proj.bias, f))
-    uf = _as(u, f)
-    h = torch.addcmul(torch.exp(dt.unsqueeze(-1) * -torch.exp(_as(m.A_log, f))) * state.ssm,
-                      (dt * uf).unsqueeze(-1), _as(B, f).unsqueeze(1))           # (B, d_inner, d_state)
-    y = torch.addcmul(torch.bmm(h, _as(C, f).unsqueeze(-1)).squeeze(-1), _as(m.D, f), uf) * F.silu(_as(z, f))
-    return F.linear(_as(y, x_t.dtype), m.out_proj.weight, m.out_proj.bias), MambaState(window[:, :, 1:], h)
-
-
-def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t in dtype; skips the dispatcher call when it already is (a few microseconds per call at batch 1)."""
-    return t if t.dtype == dtype else t.to(dtype)
+from .base import Dropout, FeedForward, SequentialRecommender, dropout, finish_layer, gather_last, layer_norm
 
 
 class MambaLayer(nn.Module):
@@ -56,15 +33,13 @@ class MambaLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout)
 
-    def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = dropout(self.dropout, y)
-        return self.ffn(layer_norm(self.LayerNorm, y + x if self.residual else y))
+    _finish = finish_layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._finish(self.mamba(x), x)
 
     def step(self, x_t: torch.Tensor, state):
-        y, state = mamba_step(self.mamba, x_t, state)
+        y, state = self.mamba.step(x_t, state)
         return self._finish(y, x_t), state
 
 

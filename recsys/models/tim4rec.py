@@ -26,10 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssmkit.core.blocks import RMSNormGated
+from ssmkit.core.dtypes import state_dtype
 from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
-from ssmkit.core.ops import causal_conv1d, ssd
+from ssmkit.core.ops import causal_conv1d, ssd, time_ssd_step
 
-from .base import Dropout, FeedForward, SequentialRecommender, dropout, gather_last, layer_norm, padding_mask
+from .base import (Dropout, FeedForward, SequentialRecommender, dropout, finish_layer, gather_last, layer_norm,
+                   padding_mask)
 
 DAY = 86400.0
 
@@ -47,11 +49,11 @@ class TiM4RecState(NamedTuple):
     seen: torch.Tensor       # (B,) bool: an interaction has been read
 
 
-def time_gaps(times: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) timestamps in seconds -> log1p(gap in days), 0 at the first item and on padding (B, L) float32."""
+def time_gaps(times: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, L) timestamps in seconds -> log1p(gap in days), 0 at the first item and on padding (B, L) in dtype."""
     gaps = torch.zeros_like(times)
     gaps[:, 1:] = (times[:, 1:] - times[:, :-1]).clamp(min=0)
-    return torch.log1p(gaps / DAY).float() * mask
+    return torch.log1p(gaps / DAY).to(dtype) * mask
 
 
 class TiSSD(nn.Module):
@@ -85,7 +87,8 @@ class TiSSD(nn.Module):
         return zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
 
     def _delta(self, dt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        return F.softplus(dt.float() * tau.float() + self.dt_bias.float())
+        f = state_dtype(dt)
+        return F.softplus(dt.to(f) * tau.to(f) + self.dt_bias.to(f))
 
     def forward(self, x: torch.Tensor, T: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         batch, L, _ = x.shape
@@ -96,48 +99,41 @@ class TiSSD(nn.Module):
         u = F.hardswish(causal_conv1d(u, self.time_conv1.weight.squeeze(1), self.time_conv1.bias))
         tau = F.hardswish(causal_conv1d(u, self.time_conv2.weight.squeeze(1), self.time_conv2.bias)).transpose(1, 2)
         delta = self._delta(dt, tau)
-        y = ssd(xs.reshape(batch, L, self.nheads, self.headdim), delta, -torch.exp(self.A_log.float()),
-                B.unsqueeze(2), C.unsqueeze(2), self.chunk_size, D=self.D.float())
+        f = state_dtype(x)
+        y = ssd(xs.reshape(batch, L, self.nheads, self.headdim), delta, -torch.exp(self.A_log.to(f)),
+                B.unsqueeze(2), C.unsqueeze(2), self.chunk_size, D=self.D.to(f))
         y = self.out_proj(self.norm(y.reshape(batch, L, self.d_inner), z))
         g = torch.sigmoid(self.time_gate(T))
         return y, g * T + (1 - g) * tau
 
     def initial_state(self, batch_size: int) -> TiSSDState:
+        """Zero states: the conv windows in the module's dtype, the SSM state fp32 (fp64 for an fp64 module)."""
         w = self.conv1d.weight
-        zeros = lambda *shape: torch.zeros(*shape, device=w.device, dtype=torch.float32)  # noqa: E731
-        return TiSSDState(zeros(batch_size, self.conv_dim, self.d_conv - 1),
-                          zeros(batch_size, self.nheads, self.d_conv - 1),
-                          zeros(batch_size, self.nheads, self.d_conv - 1),
-                          zeros(batch_size, self.nheads, self.headdim, self.d_state))
+        return TiSSDState(w.new_zeros(batch_size, self.conv_dim, self.d_conv - 1),
+                          w.new_zeros(batch_size, self.nheads, self.d_conv - 1),
+                          w.new_zeros(batch_size, self.nheads, self.d_conv - 1),
+                          torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=w.device,
+                                      dtype=state_dtype(w)))
 
     def step(self, x_t: torch.Tensor, T_t: torch.Tensor, state: TiSSDState):
-        """x_t (B, D), T_t (B, H) -> (y_t (B, D), T'_t (B, H), new state). `forward`'s math on one position, in
-        functional calls (streaming one user costs per tensor op, not per element)."""
-        z, xBC, dt = self._split(F.linear(x_t, self.in_proj.weight))
-        xBC, conv = _conv_step(xBC, state.conv, self.conv1d)
-        xBC = F.silu(xBC)
-        xs, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
-        mlp1, mlp2 = self.time_mlp[1], self.time_mlp[3]
-        s = F.silu(F.linear(dropout(self.time_mlp[0], T_t), mlp1.weight, mlp1.bias))
-        u, time1 = _conv_step(T_t * F.linear(s, mlp2.weight, mlp2.bias), state.time1, self.time_conv1)
-        tau, time2 = _conv_step(F.hardswish(u), state.time2, self.time_conv2)
-        tau = F.hardswish(tau)
-        delta = self._delta(dt, tau)                                                    # (B, H)
-        xh = xs.float().unflatten(-1, (self.nheads, self.headdim))                      # (B, H, P)
-        decay = torch.exp(delta * -torch.exp(self.A_log.float()))
-        ssm = torch.addcmul(decay[..., None, None] * state.ssm, (delta[..., None] * xh).unsqueeze(-1),
-                            B.float()[:, None, None, :])
-        y = torch.addcmul(torch.matmul(ssm, C.float()[:, None, :, None]).squeeze(-1), xh, self.D.float()[:, None])
-        y = y.flatten(-2).to(x_t.dtype) * F.silu(z)                                    # self.norm(y, z) with
-        y = F.linear(F.rms_norm(y, (self.d_inner,), self.norm.weight, self.norm.eps), self.out_proj.weight)  # d groups
-        g = torch.sigmoid(F.linear(T_t, self.time_gate.weight, self.time_gate.bias))
-        return y, torch.lerp(tau, T_t, g), TiSSDState(conv, time1, time2, ssm)
-
-
-def _conv_step(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One position of a depthwise causal Conv1d: x (B, C), window (B, C, W - 1) of past inputs -> (y, new window)."""
-    full = torch.cat([window.to(x.dtype), x.unsqueeze(-1)], dim=-1)
-    return (full * conv.weight.squeeze(1)).sum(-1) + conv.bias, full[:, :, 1:]
+        """x_t (B, D), T_t (B, H) -> (y_t (B, D), T'_t (B, H), new state): `forward` on one position, as one
+        `time_ssd_step` call (fused on CPU for inference)."""
+        mlp_in = dropout(self.time_mlp[0], T_t)
+        # weights read from the module dicts: an nn.Module attribute lookup costs a microsecond, a token's step ~20
+        m, p = self._modules, self._parameters
+        names = ("in_proj", "conv1d", "time_conv1", "time_conv2", "time_gate", "norm", "out_proj")
+        inp, conv, tc1, tc2, gate, norm, out = (m[n]._parameters for n in names)
+        mlp = m["time_mlp"]._modules
+        mlp1, mlp2 = mlp["1"]._parameters, mlp["3"]._parameters
+        y, T_t, *new = time_ssd_step(
+            x_t, T_t, *state, norm_eps=m["norm"].eps, mlp_input=None if mlp_in is T_t else mlp_in,
+            in_proj_weight=inp["weight"], conv_weight=conv["weight"].squeeze(1), conv_bias=conv["bias"],
+            mlp1_weight=mlp1["weight"], mlp1_bias=mlp1["bias"], mlp2_weight=mlp2["weight"], mlp2_bias=mlp2["bias"],
+            time_conv1_weight=tc1["weight"].squeeze(1), time_conv1_bias=tc1["bias"],
+            time_conv2_weight=tc2["weight"].squeeze(1), time_conv2_bias=tc2["bias"], gate_weight=gate["weight"],
+            gate_bias=gate["bias"], dt_bias=p["dt_bias"], A_log=p["A_log"], D=p["D"], norm_weight=norm["weight"],
+            out_proj_weight=out["weight"])
+        return y, T_t, TiSSDState(*new)
 
 
 class TiM4RecLayer(nn.Module):
@@ -151,9 +147,7 @@ class TiM4RecLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout, activation="hardswish")
 
-    def _finish(self, y, x):
-        y = dropout(self.dropout, y)
-        return self.ffn(layer_norm(self.LayerNorm, y + x if self.residual else y))
+    _finish = finish_layer
 
     def forward(self, x, T):
         y, T = self.tissd(x, T)
@@ -197,8 +191,8 @@ class TiM4Rec(SequentialRecommender):
         mask = padding_mask(items)
         if times is None:
             times = torch.zeros(items.shape, dtype=torch.float64, device=items.device)
-        T = time_gaps(times.to(items.device), mask).unsqueeze(-1).expand(-1, -1, self.nheads)
         x = self.LayerNorm(self.emb_dropout(self.item_embedding(items)))
+        T = time_gaps(times.to(items.device), mask, x.dtype).unsqueeze(-1).expand(-1, -1, self.nheads)
         for layer in self.layers[:-1]:
             x, T = layer(x, T)
         last = self.layers[-1]  # after its mixer everything is position-wise: finish the read-out position only
@@ -214,9 +208,10 @@ class TiM4Rec(SequentialRecommender):
     def step(self, item: torch.Tensor, state: TiM4RecState, time: Optional[torch.Tensor] = None):
         if time is None:
             time = torch.zeros(item.shape, dtype=torch.float64, device=item.device)
-        time = time.to(torch.float64)
-        gap = torch.where(state.seen, (time - state.last_time).clamp(min=0), torch.zeros_like(time))
-        T = torch.log1p(gap / DAY).float().unsqueeze(-1).expand(-1, self.nheads)
+        elif time.dtype != torch.float64:
+            time = time.to(torch.float64)
+        gap = torch.where(state.seen, time - state.last_time, 0.0).clamp_(min=0)
+        T = torch.log1p(gap.div_(DAY)).to(self.item_embedding.weight.dtype).unsqueeze(-1).expand(-1, self.nheads)
         x = layer_norm(self.LayerNorm, dropout(self.emb_dropout, F.embedding(item, self.item_embedding.weight, 0)))
         new = []
         for layer, s in zip(self.layers, state.layers):

@@ -127,24 +127,30 @@ def test_presets_build_the_original_configurations():
         SASRec.from_preset("huge")
 
 
+@pytest.mark.parametrize("cls", [Mamba4Rec, TiM4Rec])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_lean_mamba_step_equals_the_core_mixer_step(dtype):
-    from ssmkit.core.layers import Mamba
-    from ssmkit.recsys.models.mamba4rec import mamba_step
+def test_fused_step_equals_the_pytorch_step_and_reencoding(cls, dtype, monkeypatch):
+    """The eval-mode step runs the fused CPU kernels (`mamba_mixer_step` / `time_ssd_step` + `postnorm_ffn`); with
+    the cpp backend off it runs the same ops in PyTorch. Both equal re-encoding the history at every prefix."""
     torch.manual_seed(0)
-    mixer = Mamba(16, d_state=8, dtype=dtype)
-    for p in mixer.parameters():  # move every parameter (conv bias, D, dt bias) off its init
-        p.data += 0.1 * torch.randn_like(p)
-    state = mixer.initial_state(3)
-    lean = state
-    with torch.inference_mode():
-        for _ in range(6):
-            x = torch.randn(3, 16, dtype=dtype)
-            y, state = mixer.step(x, state)
-            y_lean, lean = mamba_step(mixer, x, lean)
-            torch.testing.assert_close(y_lean, y)
-            torch.testing.assert_close(lean.conv, state.conv)
-            torch.testing.assert_close(lean.ssm, state.ssm)
+    kw = dict(d_state=8) if cls is Mamba4Rec else dict(d_state=8, headdim=8, chunk_size=4)
+    model = cls(**SMALL, n_layers=2, **kw).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # move every parameter (biases, D, dt bias, the time path) off its init
+            p.add_(0.1 * torch.randn_like(p))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=2e-5)
+    items, _, times = _batch([L] * 3)
+    fused = eager = model.initial_state(3)
+    with torch.no_grad():
+        for t in range(L):
+            h, fused = model.step(items[:, t], fused, times[:, t])
+            monkeypatch.setenv("SSMKIT_DISABLE_BACKENDS", "cpp")
+            h_eager, eager = model.step(items[:, t], eager, times[:, t])
+            monkeypatch.delenv("SSMKIT_DISABLE_BACKENDS")
+            ref = model.encode(items[:, : t + 1], torch.full((3,), t + 1), times[:, : t + 1])
+            assert h.dtype == dtype
+            torch.testing.assert_close(h, h_eager, **tol)
+            torch.testing.assert_close(h, ref, **tol)
 
 
 @pytest.mark.parametrize("cls", [SASRec, GRU4Rec, Mamba4Rec, SIGMA, TiM4Rec])
