@@ -75,6 +75,7 @@ def fft_conv_bank(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     the output gradient per kernel set, one inverse for u's gradient, and k's gradient reduced over the batch before
     its inverse (autograd through `fft_conv` pays a full complex transform for u's gradient). Computes in at least
     fp32; the output takes u's dtype. Non-finite inputs go through `fft_conv` (its masking) kernel set by kernel set.
+    First-order gradients only (the backward is not itself differentiable).
     """
     _check_bank(u, k)
     L, Lk = u.shape[-1], k.shape[-1]
