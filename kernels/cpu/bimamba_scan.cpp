@@ -50,6 +50,71 @@ struct Direction {
   const T* bias;  // (D,)
 };
 
+// One step of the block's states: h[n][:] = exp(dt[:] A[n][:]) h[n][:] + du[:] B[n],  acc[:] = sum_n h[n][:] C[n].
+template <typename T>
+SSMK_INLINE void state_step(const T* SSMK_RESTRICT A, T* SSMK_RESTRICT h, const T* SSMK_RESTRICT dt,
+                            const T* SSMK_RESTRICT du, const T* Bt, const T* Ct, int64_t N, T* SSMK_RESTRICT acc) {
+#pragma omp simd
+  for (int64_t j = 0; j < kBlock; ++j) acc[j] = T(0);
+  for (int64_t n = 0; n < N; ++n) {
+    const T Bn = Bt[n], Cn = Ct[n];
+    T* SSMK_RESTRICT hn = h + n * kBlock;
+    const T* SSMK_RESTRICT An = A + n * kBlock;
+#pragma omp simd
+    for (int64_t j = 0; j < kBlock; ++j) {
+      const T v = ssmk::exp_vec(dt[j] * An[j]) * hn[j] + du[j] * Bn;
+      hn[j] = v;
+      acc[j] += v * Cn;
+    }
+  }
+}
+
+// The factor the block's A is stored with: log2(e) where the step takes exp(dt A) as 2^(dt A log2(e)).
+template <typename T>
+constexpr T kAScale = T(1);
+
+#ifdef SSMK_HAVE_AVX2
+template <>
+constexpr float kAScale<float> = 1.44269504088896341f;
+
+// The same for float in AVX2 intrinsics (two vectors of 8 channels), the kernel's hot loop; A is A log2(e).
+template <>
+SSMK_INLINE void state_step<float>(const float* SSMK_RESTRICT A, float* SSMK_RESTRICT h,
+                                   const float* SSMK_RESTRICT dt, const float* SSMK_RESTRICT du, const float* Bt,
+                                   const float* Ct, int64_t N, float* SSMK_RESTRICT acc) {
+  static_assert(kBlock == 16, "the AVX2 step handles two vectors of 8 channels");
+  const __m256 dt0 = _mm256_load_ps(dt), dt1 = _mm256_load_ps(dt + 8);
+  const __m256 du0 = _mm256_load_ps(du), du1 = _mm256_load_ps(du + 8);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  // state n's two vectors of channels; two states per iteration give the out-of-order core four independent
+  // exp chains to interleave (one state's chain is longer than the scheduler looks ahead)
+  auto one = [&](int64_t n, __m256& a0, __m256& a1) {
+    const __m256 Bn = _mm256_set1_ps(Bt[n]), Cn = _mm256_set1_ps(Ct[n]);
+    float* hn = h + n * kBlock;
+    const float* An = A + n * kBlock;
+    const __m256 e0 = ssmk::exp2_avx2(_mm256_mul_ps(dt0, _mm256_load_ps(An)));  // A holds A log2(e)
+    const __m256 e1 = ssmk::exp2_avx2(_mm256_mul_ps(dt1, _mm256_load_ps(An + 8)));
+    const __m256 h0 = _mm256_fmadd_ps(e0, _mm256_load_ps(hn), _mm256_mul_ps(du0, Bn));
+    const __m256 h1 = _mm256_fmadd_ps(e1, _mm256_load_ps(hn + 8), _mm256_mul_ps(du1, Bn));
+    _mm256_store_ps(hn, h0);
+    _mm256_store_ps(hn + 8, h1);
+    a0 = _mm256_fmadd_ps(h0, Cn, a0);
+    a1 = _mm256_fmadd_ps(h1, Cn, a1);
+  };
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t n = 0;
+  for (; n + 1 < N; n += 2) {
+    one(n, acc0, acc1);
+    one(n + 1, acc2, acc3);
+  }
+  if (n < N) one(n, acc0, acc1);
+  acc0 = _mm256_add_ps(acc0, acc2);
+  acc1 = _mm256_add_ps(acc1, acc3);
+  _mm256_store_ps(acc, acc0);
+  _mm256_store_ps(acc + 8, acc1);
+}
+#endif
+
 // One direction of one block: out[t][:] (+)= C_t . h_t + D u_t for the block's channels [d0, d0 + nv).
 template <typename T>
 void scan_block(const Direction<T>& p, int64_t b, int64_t d0, int64_t nv, int64_t L, int64_t N, int64_t R,
@@ -59,7 +124,7 @@ void scan_block(const Direction<T>& p, int64_t b, int64_t d0, int64_t nv, int64_
   alignas(64) T Dv[kBlock], bias[kBlock], u[kBlock], dt[kBlock], du[kBlock], acc[kBlock];
   for (int64_t n = 0; n < N; ++n)
     for (int64_t j = 0; j < kBlock; ++j) {
-      A[n * kBlock + j] = j < nv ? p.A[(d0 + j) * N + n] : T(0);
+      A[n * kBlock + j] = j < nv ? p.A[(d0 + j) * N + n] * kAScale<T> : T(0);
       h[n * kBlock + j] = T(0);
     }
   for (int64_t j = 0; j < kBlock; ++j) {
@@ -91,21 +156,9 @@ void scan_block(const Direction<T>& p, int64_t b, int64_t d0, int64_t nv, int64_
       const T x = dt[j] + bias[j];
       dt[j] = use_softplus ? ssmk::softplus(x) : x;
       du[j] = dt[j] * u[j];
-      acc[j] = T(0);
     }
     const T* Bt = p.bc + b * p.sbc_b + t * p.sbc_l + R;
-    const T* Ct = Bt + N;
-    for (int64_t n = 0; n < N; ++n) {
-      const T Bn = Bt[n], Cn = Ct[n];
-      T* SSMK_RESTRICT hn = h + n * kBlock;
-      const T* SSMK_RESTRICT An = A + n * kBlock;
-#pragma omp simd
-      for (int64_t j = 0; j < kBlock; ++j) {
-        const T v = ssmk::exp_vec(dt[j] * An[j]) * hn[j] + du[j] * Bn;
-        hn[j] = v;
-        acc[j] += v * Cn;
-      }
-    }
+    state_step(A, h, dt, du, Bt, Bt + N, N, acc);
     T* o = out + t * kBlock;
 #pragma omp simd
     for (int64_t j = 0; j < kBlock; ++j) {
@@ -189,34 +242,29 @@ torch::Tensor fwd(torch::Tensor u_f, torch::Tensor u_b, torch::Tensor dt_f, torc
   return y;
 }
 
-// x (Bt, D, L) with strides sb, sd, sl; wf, wb (W, D) (taps first); bf, bb (D,); u, v (Bt, L, D) contiguous.
+// x (Bt, D, L) with strides sb, 1, sl; wf, wb (W, D) (taps first); bf, bb (D,); u, v (Bt, L, D) contiguous.
 template <typename T>
-void conv_run(const T* x, int64_t sb, int64_t sd, int64_t sl, const T* wf, const T* bf, const T* wb, const T* bb,
-              T* u, T* v, int64_t Bt, int64_t Dm, int64_t L, int64_t W) {
+void conv_run(const T* x, int64_t sb, int64_t sl, const T* wf, const T* bf, const T* wb, const T* bb, T* u, T* v,
+              int64_t Bt, int64_t Dm, int64_t L, int64_t W) {
+  const std::vector<T> zeros(Dm, T(0));  // the rows outside the sequence (still multiplied, so that a non-finite
+                                         // weight gives what the zero-padded reference gives)
   at::parallel_for(0, Bt * L, 16, [&](int64_t begin, int64_t end) {
-    std::vector<T> xs(Dm);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / L, t = row % L;
       T* SSMK_RESTRICT ut = u + row * Dm;
       T* SSMK_RESTRICT vt = v + row * Dm;
+#pragma omp simd
       for (int64_t d = 0; d < Dm; ++d) ut[d] = bf[d], vt[d] = bb[d];
       for (int64_t k = 0; k < W; ++k) {
-        // the input rows under tap k of each direction; outside the sequence they are zeros (still multiplied,
-        // so a non-finite weight gives what the zero-padded reference gives)
-        for (int dir = 0; dir < 2; ++dir) {
-          const int64_t s = dir == 0 ? t - W + 1 + k : t + W - 1 - k;
-          const T* SSMK_RESTRICT w = (dir == 0 ? wf : wb) + k * Dm;
-          T* SSMK_RESTRICT o = dir == 0 ? ut : vt;
-          const T* xr = xs.data();
-          if (s < 0 || s >= L) {
-            std::fill(xs.begin(), xs.end(), T(0));
-          } else if (sd == 1) {
-            xr = x + b * sb + s * sl;
-          } else {
-            for (int64_t d = 0; d < Dm; ++d) xs[d] = x[b * sb + s * sl + d * sd];
-          }
+        const int64_t sf = t - W + 1 + k, sb_ = t + W - 1 - k;  // the input rows under tap k of each direction
+        const T* SSMK_RESTRICT xf = sf >= 0 ? x + b * sb + sf * sl : zeros.data();
+        const T* SSMK_RESTRICT xb = sb_ < L ? x + b * sb + sb_ * sl : zeros.data();
+        const T* SSMK_RESTRICT wfk = wf + k * Dm;
+        const T* SSMK_RESTRICT wbk = wb + k * Dm;
 #pragma omp simd
-          for (int64_t d = 0; d < Dm; ++d) o[d] += w[d] * xr[d];
+        for (int64_t d = 0; d < Dm; ++d) {
+          ut[d] += wfk[d] * xf[d];
+          vt[d] += wbk[d] * xb[d];
         }
       }
 #pragma omp simd
@@ -239,11 +287,12 @@ std::vector<torch::Tensor> conv(torch::Tensor x, torch::Tensor w_f, torch::Tenso
   TORCH_CHECK(w_f.size(0) == Dm && w_b.sizes() == w_f.sizes(), "conv weights must be (D, W)");
   TORCH_CHECK(b_f.size(0) == Dm && b_b.size(0) == Dm, "conv biases must be (D,)");
   auto wf = w_f.t().contiguous(), wb = w_b.t().contiguous(), bf = b_f.contiguous(), bb = b_b.contiguous();
+  if (x.stride(1) != 1) x = x.transpose(1, 2).contiguous().transpose(1, 2);  // channel-contiguous rows
   auto u = torch::empty({Bt, L, Dm}, x.options()), v = torch::empty({Bt, L, Dm}, x.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "bimamba_conv", [&] {
     using T = scalar_t;
-    conv_run<T>(x.data_ptr<T>(), x.stride(0), x.stride(1), x.stride(2), wf.data_ptr<T>(), bf.data_ptr<T>(),
-                wb.data_ptr<T>(), bb.data_ptr<T>(), u.data_ptr<T>(), v.data_ptr<T>(), Bt, Dm, L, W);
+    conv_run<T>(x.data_ptr<T>(), x.stride(0), x.stride(2), wf.data_ptr<T>(), bf.data_ptr<T>(), wb.data_ptr<T>(),
+                bb.data_ptr<T>(), u.data_ptr<T>(), v.data_ptr<T>(), Bt, Dm, L, W);
   });
   return {u.transpose(1, 2), v.transpose(1, 2)};
 }
