@@ -83,10 +83,10 @@ class VimMixer(BiMamba):
         bc_f = F.linear(u_f.transpose(1, 2), self.x_proj.weight)                  # (B, L, R + 2N): dt, B, C
         bc_b = F.linear(u_b.transpose(1, 2), self.x_proj_b.weight)
         dt_f, dt_b = F.linear(bc_f[..., :R], self.dt_proj.weight), F.linear(bc_b[..., :R], self.dt_proj_b.weight)
-        f = torch.float64 if x.dtype == torch.float64 else torch.float32
-        y = bimamba_scan(u_f, u_b, dt_f, dt_b, bc_f, bc_b, -torch.exp(self.A_log.to(f)), -torch.exp(self.A_b_log.to(f)),
-                         self.D.to(f), self.D_b.to(f), self.dt_proj.bias.to(f), self.dt_proj_b.bias.to(f), xz[..., di:],
-                         R, True, 0.5 if self.divide_out else 1.0, backend=self.backend)
+        # the parameters have x's dtype here (float32 / float64: in_proj took x); the cpp backend converts any other
+        y = bimamba_scan(u_f, u_b, dt_f, dt_b, bc_f, bc_b, -torch.exp(self.A_log), -torch.exp(self.A_b_log), self.D,
+                         self.D_b, self.dt_proj.bias, self.dt_proj_b.bias, xz[..., di:], R, True,
+                         0.5 if self.divide_out else 1.0, backend=self.backend)
         return self.out_proj(y)
 
     def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
