@@ -11,8 +11,10 @@
 //
 // Forward: cells in raster order (t outer, v inner), all D x N states of a cell at once, into a per-thread buffer
 // of one batch row's grid (L, V, D, N), or, when the caller asks to save them (a size budget is the wrapper's
-// choice), into a (Bt, 4, L, V, D, N) tensor of states h1, h2 and decays e1, e4. The backward uses those, or
-// recomputes them one batch row at a time, then runs the adjoint recurrence in reverse raster order,
+// choice), into a (Bt, 2, L, V, D, N) tensor of states h1, h2. The backward uses those, or recomputes them one
+// batch row at a time, recomputes the decays e1, e4 of each cell (two vector expm1 per state: cheaper than storing
+// and streaming them back from memory, which was a third of the backward's time and most of the forward's page
+// faults), then runs the adjoint recurrence in reverse raster order,
 //   g1[t, v] = dy C1 + (1 + e1[t+1, v]) g1[t+1, v] - e4[t, v+1] rho3 g2[t, v+1]
 //   g2[t, v] = dy C2 - e1[t+1, v] rho2 g1[t+1, v] + (1 + e4[t, v+1]) g2[t, v+1],
 // with the messages from the cell below (one row, (V, D, N)) and from the right neighbour (D, N) carried in
@@ -73,11 +75,11 @@ SSMK_INLINE void cell_dt(const T* SSMK_RESTRICT delta, const T* bias, bool use_s
   }
 }
 
-// Forward of batch row b into per-thread buffers of the batch row's grid (L, V, D, N): the states H1, H2 and the
-// decays E1, E4 (which the backward reuses). `y` (L, V, D) may be null (the backward's recompute).
+// Forward of batch row b into buffers of the batch row's grid (L, V, D, N): the states H1, H2.
+// `y` (L, V, D) may be null (the backward's recompute).
 // kN > 0: the state size as a compile-time constant (common sizes get fully unrolled state loops); 0: s.N.
 template <typename T, int kN>
-void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, T* y, T* E1, T* E4, const T* zeros,
+void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, T* y, const T* zeros,
                    T* raw1, T* dt1, T* raw2, T* dt2) {
   const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
   for (int64_t t = 0; t < L; ++t) {
@@ -101,8 +103,6 @@ void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, 
       const T* l2 = v > 0 ? cur2 + (v - 1) * DN : zeros;
       T* h1 = cur1 + v * DN;
       T* h2 = cur2 + v * DN;
-      T* e1s = E1 + (t * V + v) * DN;
-      T* e4s = E4 + (t * V + v) * DN;
       for (int64_t d = 0; d < D; ++d) {
         const T ud = u[d], s1 = dt1[d], s2 = dt2[d];
         const int64_t o = d * N;
@@ -119,8 +119,6 @@ void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, 
         const T* SSMK_RESTRICT k2 = l2 + o;
         T* SSMK_RESTRICT h1o = h1 + o;
         T* SSMK_RESTRICT h2o = h2 + o;
-        T* SSMK_RESTRICT f1 = e1s + o;
-        T* SSMK_RESTRICT f4 = e4s + o;
         T acc = T(0);
 #pragma omp simd reduction(+ : acc)
         for (int64_t n = 0; n < N; ++n) {
@@ -130,8 +128,6 @@ void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, 
           const T n2 = (e4 + T(1)) * k2[n] + e4 * r3[n] * k1[n] + e4 * (b2[n] * (ud * i4[n]));
           h1o[n] = n1;
           h2o[n] = n2;
-          f1[n] = e1;
-          f4[n] = e4;
           acc += c1[n] * n1 + c2[n] * n2;
         }
         if (y) y[(t * V + v) * D + d] = acc + (in.Dv ? in.Dv[d] * ud : T(0));
@@ -157,11 +153,11 @@ struct Grads {
 };
 
 template <typename T, int kN>
-void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T>& g, T* H1, T* H2, T* E1, T* E4,
+void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T>& g, T* H1, T* H2,
                     T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2,
                     bool recompute) {
   const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
-  if (recompute) forward_batch<T, kN>(in, s, b, H1, H2, nullptr, E1, E4, zeros, raw1, dt1, raw2, dt2);
+  if (recompute) forward_batch<T, kN>(in, s, b, H1, H2, nullptr, zeros, raw1, dt1, raw2, dt2);
   std::fill(m1row, m1row + V * DN, T(0));
   std::fill(m2row, m2row + V * DN, T(0));
   T* SSMK_RESTRICT dA1 = g.dA + b * 2 * DN;
@@ -191,8 +187,6 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
       const T* SSMK_RESTRICT h2l = v > 0 ? H2 + local - DN : zeros;
       const T* SSMK_RESTRICT h1c = H1 + local;
       const T* SSMK_RESTRICT h2c = H2 + local;
-      const T* SSMK_RESTRICT e1c = E1 + local;
-      const T* SSMK_RESTRICT e4c = E4 + local;
       T* SSMK_RESTRICT mr1 = m1row + v * DN;
       T* SSMK_RESTRICT mr2 = m2row + v * DN;
       T* SSMK_RESTRICT gB1 = g.dB1 + cell * N;
@@ -218,8 +212,6 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
         const T* SSMK_RESTRICT x2l = h2l + o;
         const T* SSMK_RESTRICT x1c = h1c + o;
         const T* SSMK_RESTRICT x2c = h2c + o;
-        const T* SSMK_RESTRICT f1 = e1c + o;
-        const T* SSMK_RESTRICT f4 = e4c + o;
         T* SSMK_RESTRICT n1r = mr1 + o;
         T* SSMK_RESTRICT n2r = mr2 + o;
         T* SSMK_RESTRICT n1l = m1l + o;
@@ -235,7 +227,7 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
           const T g2 = gy * c2[n] + n2r[n] + n2l[n];
           gC1[n] += gy * x1c[n];
           gC2[n] += gy * x2c[n];
-          const T e1 = f1[n], e4 = f4[n];
+          const T e1 = expm1_vec(s1 * A1[n]), e4 = expm1_vec(s2 * A4[n]);   // as the forward computed them
           const T a1 = e1 + T(1), a4 = e4 + T(1);
           // messages to h[t-1, v] (from h1's time step) and to h[t, v-1] (from h2's variate step)
           n1r[n] = a1 * g1;
@@ -344,7 +336,7 @@ Inputs<T> make_inputs(const torch::Tensor& u, const torch::Tensor& d1, const tor
   return in;
 }
 
-// Returns {y, states}: with `save`, states (Bt, 4, L, V, D, N) = (h1, h2, e1, e4) for the backward; else empty.
+// Returns {y, states}: with `save`, states (Bt, 2, L, V, D, N) = (h1, h2) for the backward; else empty.
 std::vector<torch::Tensor> scan2d_fwd(const torch::Tensor& u, const torch::Tensor& d1, const torch::Tensor& d2,
                                       const torch::Tensor& A, const torch::Tensor& rho, const torch::Tensor& B1,
                                       const torch::Tensor& B2, const torch::Tensor& C1, const torch::Tensor& C2,
@@ -352,7 +344,7 @@ std::vector<torch::Tensor> scan2d_fwd(const torch::Tensor& u, const torch::Tenso
                                       const c10::optional<torch::Tensor>& bias, bool use_softplus, bool save) {
   const Dims s = check_all(u, d1, d2, A, rho, B1, B2, C1, C2, Dv, bias);
   auto y = torch::empty_like(u);
-  auto states = save ? torch::empty({s.Bt, 4, s.L, s.V, s.D, s.N}, u.options()) : torch::empty({0}, u.options());
+  auto states = save ? torch::empty({s.Bt, 2, s.L, s.V, s.D, s.N}, u.options()) : torch::empty({0}, u.options());
   const torch::Tensor consts = constants(A, rho);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_scan2d_fwd", [&] {
     const Inputs<scalar_t> in = make_inputs<scalar_t>(u, d1, d2, B1, B2, C1, C2, Dv, bias, use_softplus, consts, s);
@@ -360,12 +352,12 @@ std::vector<torch::Tensor> scan2d_fwd(const torch::Tensor& u, const torch::Tenso
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N;
       const int64_t grid = s.L * s.V * DN;
-      std::vector<scalar_t> work(save ? 0 : 4 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
+      std::vector<scalar_t> work(save ? 0 : 2 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
       for (int64_t b = begin; b < end; ++b) {
-        scalar_t* H = save ? states.data_ptr<scalar_t>() + b * 4 * grid : work.data();
+        scalar_t* H = save ? states.data_ptr<scalar_t>() + b * 2 * grid : work.data();
         auto run = [&](auto kN) {
-          forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H, H + grid, yp + b * s.L * s.V * s.D, H + 2 * grid,
-                                                       H + 3 * grid, zeros.data(), dt.data(), dt.data() + s.D,
+          forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H, H + grid, yp + b * s.L * s.V * s.D,
+                                                       zeros.data(), dt.data(), dt.data() + s.D,
                                                        dt.data() + 2 * s.D, dt.data() + 3 * s.D);
         };
         with_state_size(s.N, run);
@@ -386,7 +378,7 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
   const Dims s = check_all(u, d1, d2, A, rho, B1, B2, C1, C2, Dv, bias);
   check_input(dy, "grad of y", u, u.sizes());
   const bool saved = states.numel() > 0;
-  if (saved) check_input(states, "states", u, {s.Bt, 4, s.L, s.V, s.D, s.N});
+  if (saved) check_input(states, "states", u, {s.Bt, 2, s.L, s.V, s.D, s.N});
   const torch::Tensor consts = constants(A, rho);
   auto du = torch::empty_like(u), dd1 = torch::empty_like(u), dd2 = torch::empty_like(u);
   auto dB1 = torch::empty_like(B1), dB2 = torch::empty_like(B1), dC1 = torch::empty_like(B1),
@@ -401,13 +393,13 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
                       drho.data_ptr<scalar_t>(), dDv.data_ptr<scalar_t>(), dbias.data_ptr<scalar_t>()};
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N, grid = s.L * s.V * DN;
-      std::vector<scalar_t> work(saved ? 0 : 4 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)),
+      std::vector<scalar_t> work(saved ? 0 : 2 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)),
           dt(4 * s.D);
       scalar_t* m = msg.data();
       for (int64_t b = begin; b < end; ++b) {
-        scalar_t* H = saved ? const_cast<scalar_t*>(states.data_ptr<scalar_t>()) + b * 4 * grid : work.data();
+        scalar_t* H = saved ? const_cast<scalar_t*>(states.data_ptr<scalar_t>()) + b * 2 * grid : work.data();
         auto run = [&](auto kN) {
-          backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H, H + grid, H + 2 * grid, H + 3 * grid, m,
+          backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H, H + grid, m,
                                                         m + s.V * DN, m + 2 * s.V * DN, m + 2 * s.V * DN + DN,
                                                         zeros.data(), dt.data(), dt.data() + s.D,
                                                         dt.data() + 2 * s.D, dt.data() + 3 * s.D, !saved);

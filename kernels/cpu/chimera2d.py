@@ -2,7 +2,7 @@
 
 Differentiable w.r.t. every tensor input. Arithmetic in float64 for float64 u, else float32 (fp16 / bf16 inputs
 are upcast), exactly like `selective_scan_2d_ref`; y takes u's dtype. When gradients are needed the forward keeps
-its states and decays (4 x batch x L x V x D x N values) for the backward if they fit in `SAVE_BUDGET_BYTES`;
+its states (2 x batch x L x V x D x N values) for the backward if they fit in `SAVE_BUDGET_BYTES`;
 above it the backward recomputes them one batch row at a time (bounded memory, about a third more time).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def make_selective_scan_2d(ext):
             ct = torch.float64 if u.dtype == torch.float64 else torch.float32
             args = [_prep(t, ct) for t in (u, delta1, delta2, A, couplings, B1, B2, C1, C2, D, delta_bias)]
             need = any(ctx.needs_input_grad)
-            save = need and 4 * u.numel() * A.shape[-1] * args[0].element_size() <= SAVE_BUDGET_BYTES
+            save = need and 2 * u.numel() * A.shape[-1] * args[0].element_size() <= SAVE_BUDGET_BYTES
             y, states = ext.fwd(*args, bool(delta_softplus), save)
             ctx.delta_softplus = bool(delta_softplus)
             ctx.meta = [None if t is None else t.dtype
