@@ -32,7 +32,7 @@ from .selective_scan import selective_state_update, selective_state_update_ref
 _MAMBA_OPTIONAL = ("in_proj_bias", "conv_bias", "out_proj_bias")
 
 
-def run(op: str, backend: str, kwargs: dict, main: str, optional, torch_impl, validate):
+def dispatch_fused(op: str, backend: str, kwargs: dict, main: str, optional, torch_impl, validate):
     """Call `op` with `kwargs` (main input `kwargs[main]`): its fused kernel tried as is when `inference_kernel` offers
     one (the kernel checks its inputs: at one token the Python checks would cost more than the step), else
     `validate(**kwargs)` (named errors) and `select`'s choice."""
@@ -113,12 +113,13 @@ def mamba_mixer_step(x: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch
     """
     if isinstance(x, torch.Tensor) and isinstance(A_log, torch.Tensor) and isinstance(D, torch.Tensor):
         f = state_dtype(x)  # the SSM parameters in the state's dtype, as the definition takes them (mamba_ssm keeps
-        A_log, D = (t if t.dtype == f else t.to(f) for t in (A_log, D))  # A_log, D fp32 in a low-precision mixer)
+        A_log, D = (t.to(f) if t.is_floating_point() and t.dtype != f else t  # A_log and D fp32 in a
+                    for t in (A_log, D))                                      # low-precision mixer)
     kw = dict(x=x, conv_state=conv_state, ssm_state=ssm_state, in_proj_weight=in_proj_weight,
               in_proj_bias=in_proj_bias, conv_weight=conv_weight, conv_bias=conv_bias, x_proj_weight=x_proj_weight,
               dt_proj_weight=dt_proj_weight, dt_proj_bias=dt_proj_bias, A_log=A_log, D=D,
               out_proj_weight=out_proj_weight, out_proj_bias=out_proj_bias)
-    return run("mamba_mixer_step", backend, kw, "x", _MAMBA_OPTIONAL, _mamba_torch, _validate_mamba)
+    return dispatch_fused("mamba_mixer_step", backend, kw, "x", _MAMBA_OPTIONAL, _mamba_torch, _validate_mamba)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,4 +224,4 @@ def time_ssd_step(x: torch.Tensor, T: torch.Tensor, conv_state: torch.Tensor, ti
     """
     kw = dict(x=x, T=T, conv_state=conv_state, time1_state=time1_state, time2_state=time2_state, ssm_state=ssm_state,
               norm_eps=norm_eps, mlp_input=mlp_input, **_weights(weights))
-    return run("time_ssd_step", backend, kw, "x", ("mlp_input",), _time_ssd, _validate_time_ssd_kw)
+    return dispatch_fused("time_ssd_step", backend, kw, "x", ("mlp_input",), _time_ssd, _validate_time_ssd_kw)

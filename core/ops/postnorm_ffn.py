@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_same_device, check_tensor
-from .mixer_step import run
+from .mixer_step import dispatch_fused
 
 ACTIVATIONS = {"gelu": F.gelu, "hardswish": F.hardswish, "relu": F.relu}
 
@@ -62,7 +62,7 @@ def postnorm_ffn(y: torch.Tensor, x: Optional[torch.Tensor], norm1_weight: torch
               norm2_weight=norm2_weight, norm2_bias=norm2_bias, eps1=eps1, eps2=eps2, activation=activation)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    return run("postnorm_ffn", backend, kw, "y", ("x",), _ffn_torch, _validate_kw)
+    return dispatch_fused("postnorm_ffn", backend, kw, "y", ("x",), _ffn_torch, _validate_kw)
 
 
 def _validate_kw(y, x, norm1_weight, norm1_bias, w1, b1, w2, b2, norm2_weight, norm2_bias, eps1, eps2, activation):
