@@ -75,13 +75,43 @@ SSMK_INLINE void cell_dt(const T* SSMK_RESTRICT delta, const T* bias, bool use_s
   }
 }
 
+// out[d] = sum_n p[d * N + n] for d < D. The per-channel sums over the states are taken after a cell's channel loop
+// from a (D, N) buffer instead of inside it: a reduction inside the loop became a chain of N dependent scalar adds
+// per channel. For float and N = 8 (one AVX2 vector per channel), eight channels at a time by a transposing hadd tree.
+template <typename T, int kN>
+SSMK_INLINE void row_sums(const T* SSMK_RESTRICT p, int64_t D, int64_t N, T* SSMK_RESTRICT out) {
+  int64_t d = 0;
+#if defined(SSMK_HAVE_AVX2)
+  if constexpr (std::is_same<T, float>::value && kN == 8) {
+    for (; d + 8 <= D; d += 8) {
+      const float* q = p + d * 8;
+      const __m256 t0 = _mm256_hadd_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(q + 8));
+      const __m256 t1 = _mm256_hadd_ps(_mm256_loadu_ps(q + 16), _mm256_loadu_ps(q + 24));
+      const __m256 t2 = _mm256_hadd_ps(_mm256_loadu_ps(q + 32), _mm256_loadu_ps(q + 40));
+      const __m256 t3 = _mm256_hadd_ps(_mm256_loadu_ps(q + 48), _mm256_loadu_ps(q + 56));
+      const __m256 u0 = _mm256_hadd_ps(t0, t1);   // lanes 0-3 of channels d..d+3 | lanes 4-7 of the same
+      const __m256 u1 = _mm256_hadd_ps(t2, t3);   // the same for channels d+4..d+7
+      _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                                              _mm256_permute2f128_ps(u0, u1, 0x31)));
+    }
+  }
+#endif
+  for (; d < D; ++d) {
+    T acc = T(0);
+    for (int64_t n = 0; n < N; ++n) acc += p[d * N + n];
+    out[d] = acc;
+  }
+}
+
 // Forward of batch row b into buffers of the batch row's grid (L, V, D, N): the states H1, H2.
 // `y` (L, V, D) may be null (the backward's recompute).
 // kN > 0: the state size as a compile-time constant (common sizes get fully unrolled state loops); 0: s.N.
 template <typename T, int kN>
 void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, T* y, const T* zeros,
-                   T* raw1, T* dt1, T* raw2, T* dt2) {
+                   T* raw1, T* dt1, T* raw2, T* dt2, T* scratch) {
   const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
+  T* SSMK_RESTRICT py = scratch;        // (D, N): the terms of y's sum over the states
+  T* SSMK_RESTRICT ysum = scratch + DN;  // (D,)
   for (int64_t t = 0; t < L; ++t) {
     T* cur1 = H1 + t * V * DN;
     T* cur2 = H2 + t * V * DN;
@@ -119,8 +149,8 @@ void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, 
         const T* SSMK_RESTRICT k2 = l2 + o;
         T* SSMK_RESTRICT h1o = h1 + o;
         T* SSMK_RESTRICT h2o = h2 + o;
-        T acc = T(0);
-#pragma omp simd reduction(+ : acc)
+        T* SSMK_RESTRICT pyo = py + o;
+#pragma omp simd
         for (int64_t n = 0; n < N; ++n) {
           const T e1 = expm1_vec(s1 * A1[n]);
           const T e4 = expm1_vec(s2 * A4[n]);
@@ -128,9 +158,18 @@ void forward_batch(const Inputs<T>& in, const Dims& s, int64_t b, T* H1, T* H2, 
           const T n2 = (e4 + T(1)) * k2[n] + e4 * r3[n] * k1[n] + e4 * (b2[n] * (ud * i4[n]));
           h1o[n] = n1;
           h2o[n] = n2;
-          acc += c1[n] * n1 + c2[n] * n2;
+          pyo[n] = c1[n] * n1 + c2[n] * n2;
         }
-        if (y) y[(t * V + v) * D + d] = acc + (in.Dv ? in.Dv[d] * ud : T(0));
+      }
+      if (y) {
+        row_sums<T, kN>(py, D, N, ysum);
+        T* SSMK_RESTRICT yc = y + (t * V + v) * D;
+        if (in.Dv) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) yc[d] = ysum[d] + in.Dv[d] * u[d];
+        } else {
+          std::copy(ysum, ysum + D, yc);
+        }
       }
     }
   }
@@ -154,10 +193,17 @@ struct Grads {
 
 template <typename T, int kN>
 void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T>& g, T* H1, T* H2,
-                    T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2,
+                    T* m1row, T* m2row, T* m1l, T* m2l, const T* zeros, T* raw1, T* dt1, T* raw2, T* dt2, T* scratch,
                     bool recompute) {
   const int64_t L = s.L, V = s.V, D = s.D, N = kN > 0 ? kN : s.N, DN = D * N;
-  if (recompute) forward_batch<T, kN>(in, s, b, H1, H2, nullptr, zeros, raw1, dt1, raw2, dt2);
+  if (recompute) forward_batch<T, kN>(in, s, b, H1, H2, nullptr, zeros, raw1, dt1, raw2, dt2, scratch);
+  // (D, N) buffers of the terms of du's and the two steps' gradients' sums over the states, and the sums (D,)
+  T* SSMK_RESTRICT pu = scratch;
+  T* SSMK_RESTRICT pd1 = pu + DN;
+  T* SSMK_RESTRICT pd2 = pd1 + DN;
+  T* SSMK_RESTRICT su = pd2 + DN;
+  T* SSMK_RESTRICT sd1 = su + D;
+  T* SSMK_RESTRICT sd2 = sd1 + D;
   std::fill(m1row, m1row + V * DN, T(0));
   std::fill(m2row, m2row + V * DN, T(0));
   T* SSMK_RESTRICT dA1 = g.dA + b * 2 * DN;
@@ -220,8 +266,10 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
         T* SSMK_RESTRICT gA4 = dA4 + o;
         T* SSMK_RESTRICT gr2 = dr2 + o;
         T* SSMK_RESTRICT gr3 = dr3 + o;
-        T du = T(0), gdt1 = T(0), gdt2 = T(0);
-#pragma omp simd reduction(+ : du, gdt1, gdt2)
+        T* SSMK_RESTRICT pud = pu + o;
+        T* SSMK_RESTRICT p1d = pd1 + o;
+        T* SSMK_RESTRICT p2d = pd2 + o;
+#pragma omp simd
         for (int64_t n = 0; n < N; ++n) {
           const T g1 = gy * c1[n] + n1r[n] + n1l[n];
           const T g2 = gy * c2[n] + n2r[n] + n2l[n];
@@ -240,22 +288,41 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
           gr3[n] -= ge4 * x1l[n];
           gB1[n] += ge1 * ud * i1[n];
           gB2[n] += ge4 * ud * i4[n];
-          du += ge1 * b1[n] * i1[n] + ge4 * b2[n] * i4[n];
+          pud[n] = ge1 * b1[n] * i1[n] + ge4 * b2[n] * i4[n];
           const T dz1 = g1 * (x1p[n] + r2[n] * x2p[n] + q1) * a1;   // d/d(dt A) of expm1 is exp = a
           const T dz4 = g2 * (x2l[n] + r3[n] * x1l[n] + q2) * a4;
           gA1[n] += dz1 * s1 - ge1 * q1 * i1[n];                     // and q's 1/A
           gA4[n] += dz4 * s2 - ge4 * q2 * i4[n];
-          gdt1 += dz1 * A1[n];
-          gdt2 += dz4 * A4[n];
+          p1d[n] = dz1 * A1[n];
+          p2d[n] = dz4 * A4[n];
         }
-        g.du[cell * D + d] = du + (in.Dv ? in.Dv[d] * gy : T(0));
-        dDv[d] += gy * ud;
-        const T ds1 = in.use_softplus ? gdt1 * softplus_grad(raw1[d]) : gdt1;
-        const T ds2 = in.use_softplus ? gdt2 * softplus_grad(raw2[d]) : gdt2;
-        g.dd1[cell * D + d] = ds1;
-        g.dd2[cell * D + d] = ds2;
-        db1[d] += ds1;
-        db2[d] += ds2;
+      }
+      // the per-channel sums over the states, then the per-channel terms, vectorised over the channels
+      row_sums<T, kN>(pu, D, N, su);
+      row_sums<T, kN>(pd1, D, N, sd1);
+      row_sums<T, kN>(pd2, D, N, sd2);
+      T* SSMK_RESTRICT gu = g.du + cell * D;
+      T* SSMK_RESTRICT o1 = g.dd1 + cell * D;
+      T* SSMK_RESTRICT o2 = g.dd2 + cell * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        gu[d] = su[d] + (in.Dv ? in.Dv[d] * dy[d] : T(0));
+        dDv[d] += dy[d] * u[d];
+      }
+      if (in.use_softplus) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          o1[d] = sd1[d] * softplus_grad(raw1[d]);
+          o2[d] = sd2[d] * softplus_grad(raw2[d]);
+        }
+      } else {
+        std::copy(sd1, sd1 + D, o1);
+        std::copy(sd2, sd2 + D, o2);
+      }
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        db1[d] += o1[d];
+        db2[d] += o2[d];
       }
     }
   }
@@ -352,13 +419,13 @@ std::vector<torch::Tensor> scan2d_fwd(const torch::Tensor& u, const torch::Tenso
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N;
       const int64_t grid = s.L * s.V * DN;
-      std::vector<scalar_t> work(save ? 0 : 2 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D);
+      std::vector<scalar_t> work(save ? 0 : 2 * grid), zeros(DN, scalar_t(0)), dt(4 * s.D + DN + s.D);
       for (int64_t b = begin; b < end; ++b) {
         scalar_t* H = save ? states.data_ptr<scalar_t>() + b * 2 * grid : work.data();
         auto run = [&](auto kN) {
           forward_batch<scalar_t, decltype(kN)::value>(in, s, b, H, H + grid, yp + b * s.L * s.V * s.D,
                                                        zeros.data(), dt.data(), dt.data() + s.D,
-                                                       dt.data() + 2 * s.D, dt.data() + 3 * s.D);
+                                                       dt.data() + 2 * s.D, dt.data() + 3 * s.D, dt.data() + 4 * s.D);
         };
         with_state_size(s.N, run);
       }
@@ -394,7 +461,7 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
     at::parallel_for(0, s.Bt, 1, [&](int64_t begin, int64_t end) {
       const int64_t DN = s.D * s.N, grid = s.L * s.V * DN;
       std::vector<scalar_t> work(saved ? 0 : 2 * grid), msg(2 * s.V * DN + 2 * DN), zeros(DN, scalar_t(0)),
-          dt(4 * s.D);
+          dt(4 * s.D + 3 * DN + 3 * s.D);
       scalar_t* m = msg.data();
       for (int64_t b = begin; b < end; ++b) {
         scalar_t* H = saved ? const_cast<scalar_t*>(states.data_ptr<scalar_t>()) + b * 2 * grid : work.data();
@@ -402,7 +469,8 @@ std::vector<torch::Tensor> scan2d_bwd(const torch::Tensor& u, const torch::Tenso
           backward_batch<scalar_t, decltype(kN)::value>(in, s, b, g, H, H + grid, m,
                                                         m + s.V * DN, m + 2 * s.V * DN, m + 2 * s.V * DN + DN,
                                                         zeros.data(), dt.data(), dt.data() + s.D,
-                                                        dt.data() + 2 * s.D, dt.data() + 3 * s.D, !saved);
+                                                        dt.data() + 2 * s.D, dt.data() + 3 * s.D,
+                                                        dt.data() + 4 * s.D, !saved);
         };
         with_state_size(s.N, run);
       }

@@ -121,3 +121,23 @@ def test_backward_with_saved_or_recomputed_states(cpp, monkeypatch, budget):
     selective_scan_2d_ref(**ref_leaves, delta_softplus=True).square().sum().backward()
     for name in NAMES:
         torch.testing.assert_close(leaves[name].grad, ref_leaves[name].grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("D", [16, 13], ids=["blocks", "tail"])
+@pytest.mark.parametrize("with_D", [True, False])
+def test_fp32_state_sums_in_channel_blocks(cpp, D, with_D):
+    """fp32 at N = 8 sums the states of eight channels at a time (the vector path; 13 channels: a block and a tail):
+    y and every gradient against the fp64 reference on the same fp32 values."""
+    kw = _args(2, 5, 3, D, 8, seed=17)
+    if not with_D:
+        kw["D"] = None
+    low = {k: v.float().requires_grad_() for k, v in kw.items() if v is not None}
+    ref = {k: v.float().double().requires_grad_() for k, v in kw.items() if v is not None}
+    y = cpp(**{**kw, **low}, delta_softplus=True)
+    y_ref = selective_scan_2d_ref(**{**kw, **ref}, delta_softplus=True)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-5)
+    dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (y * dy.float()).sum().backward()
+    (y_ref * dy).sum().backward()
+    for name in low:
+        torch.testing.assert_close(low[name].grad.double(), ref[name].grad, rtol=1e-3, atol=1e-4, msg=name)
