@@ -96,7 +96,8 @@ class Mamba(nn.Module):
         check_tensor("x_t", x_t, (None, self.d_model))
         # parameters read from the module dicts: nn.Module attribute lookups cost about as much as the fused step
         m, p = self._modules, self._parameters
-        inp, conv, xp, dtp, out = (m[n]._parameters for n in ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj"))
+        inp, conv, xp = m["in_proj"]._parameters, m["conv1d"]._parameters, m["x_proj"]._parameters
+        dtp, out = m["dt_proj"]._parameters, m["out_proj"]._parameters
         y, conv_state, ssm_state = mamba_mixer_step(
             x_t, state.conv, state.ssm, inp["weight"], inp["bias"], conv["weight"].squeeze(1), conv["bias"],
             xp["weight"], dtp["weight"], dtp["bias"], p["A_log"], p["D"], out["weight"], out["bias"],

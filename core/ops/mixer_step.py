@@ -37,7 +37,7 @@ def dispatch_fused(op: str, backend: str, kwargs: dict, main: str, optional, tor
     one (the kernel checks its inputs: at one token the Python checks would cost more than the step), else
     `validate(**kwargs)` (named errors) and `select`'s choice."""
     x = kwargs[main]
-    given = frozenset(name for name in optional if kwargs[name] is not None)
+    given = frozenset([name for name in optional if kwargs[name] is not None]) if optional else frozenset()
     kernel = inference_kernel(op, backend, x, given, tuple(kwargs.values()) if torch.is_grad_enabled() else ())
     if kernel is not None:
         try:
@@ -111,10 +111,13 @@ def mamba_mixer_step(x: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch
     weights as mamba_ssm's `Mamba` holds them (conv_weight (d_inner, W), the Conv1d's weight without its middle
     axis), biases may be None. backend: "auto", "torch" or "cpp".
     """
-    if isinstance(x, torch.Tensor) and isinstance(A_log, torch.Tensor) and isinstance(D, torch.Tensor):
-        f = state_dtype(x)  # the SSM parameters in the state's dtype, as the definition takes them (mamba_ssm keeps
-        A_log, D = (t.to(f) if t.is_floating_point() and t.dtype != f else t  # A_log and D fp32 in a
-                    for t in (A_log, D))                                      # low-precision mixer)
+    # the SSM parameters in the state's dtype, as the definition takes them (mamba_ssm keeps A_log and D fp32 in a
+    # low-precision mixer); anything else is left to the checks
+    f = state_dtype(x) if isinstance(x, torch.Tensor) else None
+    if isinstance(A_log, torch.Tensor) and A_log.dtype != f and f is not None and A_log.is_floating_point():
+        A_log = A_log.to(f)
+    if isinstance(D, torch.Tensor) and D.dtype != f and f is not None and D.is_floating_point():
+        D = D.to(f)
     kw = dict(x=x, conv_state=conv_state, ssm_state=ssm_state, in_proj_weight=in_proj_weight,
               in_proj_bias=in_proj_bias, conv_weight=conv_weight, conv_bias=conv_bias, x_proj_weight=x_proj_weight,
               dt_proj_weight=dt_proj_weight, dt_proj_bias=dt_proj_bias, A_log=A_log, D=D,
