@@ -60,8 +60,13 @@ def test_fp32(cpp):
     a, b, k, v = _params(H=4, d=16, lead=(3,), dtype=torch.float32)
     got = closed_cpp(a, b, k, v, 50)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), closed_loop_krylov_ref(a.double(), b.double(), k.double(), v.double(), 50),
-                               rtol=1e-4, atol=1e-5)
+    want = closed_loop_krylov_ref(a.double(), b.double(), k.double(), v.double(), 50)
+    # The closed loop grows to ~1e10 over 50 steps, so an elementwise rtol judges rounding, not the kernel (it moved
+    # with the compiler's instruction choice): the fp32 kernel must be as accurate as the oracle run in fp32, and
+    # within 1e-6 of the largest column entry.
+    err = (got.double() - want).abs().max()
+    err_ref32 = (closed_loop_krylov_ref(a, b, k, v, 50).double() - want).abs().max()
+    assert err <= 2 * err_ref32 and err <= 1e-6 * want.abs().max(), (float(err), float(err_ref32))
 
 
 def test_nonfinite_propagates_like_the_recurrence(cpp):
