@@ -227,6 +227,14 @@ void backward_batch(const Inputs<T>& in, const Dims& s, int64_t b, const Grads<T
       const T* SSMK_RESTRICT b2 = in.B2 + cell * N;
       const T* SSMK_RESTRICT c1 = in.C1 + cell * N;
       const T* SSMK_RESTRICT c2 = in.C2 + cell * N;
+      // the states of row t-1 two cells ahead in reverse raster order come from memory (the saved states are
+      // far larger than the caches, and the hardware prefetchers miss the descending cells): fetch them now
+      if (local - (V + 2) * DN >= 0) {
+        for (int64_t i = 0; i < DN; i += 64 / static_cast<int64_t>(sizeof(T))) {
+          __builtin_prefetch(H1 + local - (V + 2) * DN + i);
+          __builtin_prefetch(H2 + local - (V + 2) * DN + i);
+        }
+      }
       const T* SSMK_RESTRICT h1p = t > 0 ? H1 + local - V * DN : zeros;   // h[t-1, v]
       const T* SSMK_RESTRICT h2p = t > 0 ? H2 + local - V * DN : zeros;
       const T* SSMK_RESTRICT h1l = v > 0 ? H1 + local - DN : zeros;       // h[t, v-1]
