@@ -175,7 +175,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", "--root", dest="data_dir", help="folder holding the dataset files (by file name "
                    "or the config's relative path); not needed for CSV paths")
-    p.add_argument("--models", nargs="+", default=["nlinear", "dlinear"], choices=MODELS + (RIDGE,))
+    p.add_argument("--models", nargs="*", default=["nlinear", "dlinear"], choices=MODELS + (RIDGE,),
+                   help="none (`--models` alone) with --merge: only re-tabulate earlier runs")
     p.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"],
                    help=f"names of the standard set ({', '.join(MC.DATASETS)}; any case) or CSV paths")
     p.add_argument("--horizons", nargs="+", type=int, help="default: the dataset's four (ILI 24..60, else 96..720)")
