@@ -10,8 +10,11 @@ from which Vim-Ti is faster), the Vim paper's claim tested on CPU.
 --clock cpu times each forward by the process's CPU time instead of the wall clock: on a core shared with other
 work it leaves out the time the process waits for the core (use it with 1 thread, where the two agree on an idle
 core; with more threads CPU time adds up the threads).
-Each measurement runs in a fresh process (fixed glibc mmap threshold, so freed tensors leave RSS); peak memory is
-the growth of VmHWM during the first forward at the measured size (after a 64 px warm-up that loads kernels).
+Each model and size runs in two fresh processes: one times the forwards with the default allocator, the other
+measures peak memory as the growth of VmHWM during the first forward at the measured size (after a 64 px warm-up
+that loads kernels) with a fixed glibc mmap threshold, so that freed tensors leave RSS. The threshold must stay out
+of the timing: it turns every tensor above 128 KiB into an mmap / munmap pair with fresh page faults (it made
+Vim-Ti 3.3x and DeiT-Ti 1.8x slower at 224 px).
     python benchmarks/vision.py [--threads 1 2] [--sizes 224 512 768 1024] [--batch 1] [--repeats 3]
         [--models ...] [--clock wall|cpu] [--out FILE.json]   (default output: vision_speed.json in the temp folder)
 """
@@ -38,8 +41,10 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def child(name: str, size: int, batch: int, repeats: int, threads: int, clock: str = "wall") -> dict:
-    """Build `name`, run `repeats` timed forwards of a (batch, 3, size, size) input after a warm-up."""
+def child(name: str, size: int, batch: int, repeats: int, threads: int, clock: str = "wall",
+          what: str = "time") -> dict:
+    """Build `name`; after a 64 px warm-up either time `repeats` forwards of a (batch, 3, size, size) input
+    (`what="time"`) or measure the peak memory of one (`what="memory"`)."""
     import timm
     import torch
 
@@ -49,12 +54,16 @@ def child(name: str, size: int, batch: int, repeats: int, threads: int, clock: s
     kwargs = dict(dynamic_img_size=True) if name.startswith(("vim", "deit")) else {}
     model = timm.create_model(name, **kwargs).eval()
     x = torch.randn(batch, 3, size, size)
+    out = dict(model=name, size=size, batch=batch, threads=threads,
+               params_m=sum(p.numel() for p in model.parameters()) / 1e6)
     with torch.inference_mode():
         model(torch.randn(1, 3, 64, 64))
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _status_kib("VmRSS")
+        if what == "memory":
+            Path("/proc/self/clear_refs").write_text("5")
+            base = _status_kib("VmRSS")
+            model(x)
+            return dict(out, peak_mib=(_status_kib("VmHWM") - base) / 1024)
         model(x)
-        peak = _status_kib("VmHWM") - base
         now = time.process_time if clock == "cpu" else time.perf_counter
         times = []
         for _ in range(repeats):
@@ -62,18 +71,22 @@ def child(name: str, size: int, batch: int, repeats: int, threads: int, clock: s
             model(x)
             times.append(now() - t0)
     best = min(times)
-    return dict(model=name, size=size, batch=batch, threads=threads, clock=clock, img_per_s=batch / best,
-                ms_per_img=1000 * best / batch, peak_mib=peak / 1024,
-                params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    return dict(out, clock=clock, img_per_s=batch / best, ms_per_img=1000 * best / batch)
+
+
+def _run_child(args: list, env: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{args[0]} at {args[1]} px failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(name: str, size: int, batch: int, repeats: int, threads: int, clock: str = "wall") -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, __file__, "--child", name, str(size), str(batch), str(repeats),
-                          str(threads), clock], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} at {size} px failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    timed = _run_child([name, size, batch, repeats, threads, clock, "time"], env)
+    memory = _run_child([name, size, batch, 1, threads, clock, "memory"], dict(env, MALLOC_MMAP_THRESHOLD_="131072"))
+    return dict(timed, peak_mib=memory["peak_mib"])
 
 
 def crossover(rows, threads: int):
@@ -98,11 +111,11 @@ def main():
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="time forwards by the wall clock or by the process's CPU time (a shared core)")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "vision_speed.json"))
-    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        name, size, batch, repeats, threads, clock = a.child
-        print(json.dumps(child(name, int(size), int(batch), int(repeats), int(threads), clock)))
+        name, size, batch, repeats, threads, clock, what = a.child
+        print(json.dumps(child(name, int(size), int(batch), int(repeats), int(threads), clock, what)))
         return
     results = []
     for threads in a.threads:
