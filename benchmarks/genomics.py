@@ -14,6 +14,7 @@
           --pretrained outputs/genomics/ecoli/checkpoints/last.ckpt --seeds 0 1 2 --max-steps 300
       Seeded stratified 70/10/20 re-splits; HyenaDNA from the checkpoint, HyenaDNA from scratch, DNA-xLSTM,
       Caduceus-PS and a CNN of about the same size; best val-accuracy checkpoint tested; mean +- std.
+      `finetune-merge a.json b.json ...` tabulates runs split over processes (e.g. one seed each).
 """
 from __future__ import annotations
 
@@ -241,13 +242,37 @@ def finetune(args) -> dict:
                 runs.append(run)
                 print(f"{name:>20} seed {seed}: acc {run['accuracy']:.4f} mcc {run['mcc']:.4f} "
                       f"({run['params']:,} params, {run['seconds']:.0f} s)", flush=True)
+                if args.out:  # after every run, so that a sweep stopped early keeps what finished
+                    _write(args, {"runs": runs, "max_steps": args.max_steps, "lr": args.lr, "partial": True})
+    finetune_table(runs)
+    return {"csv": args.csv, "runs": runs, "max_steps": args.max_steps, "lr": args.lr,
+            "batch_size": args.batch_size, "device": _device_name()}
+
+
+def finetune_table(runs) -> None:
     print("\n| model | params | accuracy | MCC | seeds |\n|---|---|---|---|---|")
-    for name in args.models:
+    for name in dict.fromkeys(r["model"] for r in runs):
         rs = [r for r in runs if r["model"] == name]
         ms = lambda k: (f"{statistics.mean(r[k] for r in rs):.4f} +- "  # noqa: E731
                         f"{statistics.stdev(r[k] for r in rs) if len(rs) > 1 else 0:.4f}")
         print(f"| {name} | {rs[0]['params']:,} | {ms('accuracy')} | {ms('mcc')} | {len(rs)} |")
-    return {"csv": args.csv, "runs": runs, "max_steps": args.max_steps, "lr": args.lr}
+
+
+def finetune_merge(args) -> dict:
+    """One table from the JSON outputs of `finetune` runs split over processes (e.g. one per seed)."""
+    runs = [r for path in args.json for r in json.loads(path.read_text())["runs"]]
+    finetune_table(runs)
+    return {"merged": [str(p) for p in args.json], "runs": runs}
+
+
+def _device_name() -> str:
+    import torch
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _write(args, result: dict) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"bench": args.bench, "argv": sys.argv[1:], **result}, indent=1))
 
 
 def main(argv=None) -> int:
@@ -275,13 +300,15 @@ def main(argv=None) -> int:
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=6e-4)
+    p = sub.add_parser("finetune-merge", help="tabulate the JSON outputs of several finetune runs together")
+    p.add_argument("json", nargs="+", type=pathlib.Path)
     for sp in sub.choices.values():
         sp.add_argument("--out", type=pathlib.Path, help="JSON output (default: none)")
     args = parser.parse_args(argv)
-    result = {"speed": speed, "markov": markov, "finetune": finetune}[args.bench](args)
+    benches = {"speed": speed, "markov": markov, "finetune": finetune, "finetune-merge": finetune_merge}
+    result = benches[args.bench](args)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"bench": args.bench, "argv": sys.argv[1:], **result}, indent=1))
+        _write(args, result)
         print(f"wrote {args.out.resolve()}")
     return 0
 

@@ -179,7 +179,7 @@ def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=
 
 
 def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_size=None, max_time=None,
-            limit_train_batches=None):
+            limit_train_batches=None, latency=True):
     spec, task_args, patience, data_args = load_config(model_name, dataset)
     L.seed_everything(seed, workers=True, verbose=False)
     dm = SequentialDataModule(data_path, max_len=data_args["max_len"],
@@ -200,69 +200,112 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
             trainer.callback_metrics["val/ndcg@10"]
     test = trainer.test(task, dm, ckpt_path=best.best_model_path, verbose=False)[0]
     row = {"model": model_name, "seed": seed, "epochs": trainer.current_epoch,
+           "early_stopped": bool(trainer.early_stopping_callback.stopped_epoch),
            "val_ndcg@10": float(best.best_model_score), **{m: float(test[f"test/{m}"]) for m in METRICS},
            "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
-           "inference_sec_per_batch": inference_latency(task, dm), "params": sum(p.numel() for p in task.parameters())}
-    if task.model.streamable:
-        row.update(streaming_row(task.model))
+           "params": sum(p.numel() for p in task.parameters()), "device": device_name()}
+    if latency:
+        row["inference_sec_per_batch"] = inference_latency(task, dm)
+        if task.model.streamable:
+            row.update(streaming_row(task.model))
     return row, dm
 
 
-def model_streams(rows) -> bool:
-    return "step_ms_1u_scored" in rows[0]
+def device_name() -> str:
+    """Where Lightning trains by default here: the CUDA device's name, else "cpu"."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="interaction file (.inter[.gz], u.data, *.txt[.gz])")
-    parser.add_argument("--dataset", required=True, choices=["beauty", "ml100k"], help="config suffix")
+    parser.add_argument("--data", help="interaction file (.inter[.gz], u.data, *.txt[.gz])")
+    parser.add_argument("--dataset", choices=["beauty", "ml100k"], help="config suffix")
     parser.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", "mamba4rec", "sigma", "tim4rec"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, help="override the configs' training batch size")
     parser.add_argument("--max-time", help="stop each training run after DD:HH:MM:SS (reported in the JSON)")
     parser.add_argument("--limit-train-batches", type=int, help="training batches per epoch (smoke runs)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="after training, skip the inference and streaming timings (measured apart with "
+                             "--latency-only / --streaming-only)")
     parser.add_argument("--latency-only", action="store_true", help="time training, inference, streaming only")
     parser.add_argument("--streaming-only", action="store_true", help="time streaming step vs re-encoding only")
     parser.add_argument("--compiled-step", action="store_true",
                         help="with --streaming-only: also time torch.compile(model.step) for one user")
+    parser.add_argument("--merge", nargs="+", type=pathlib.Path,
+                        help="tabulate the runs of these JSON outputs together (runs split over processes)")
     parser.add_argument("--out", default="/tmp/recsys_bench.json")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_main(args)
+    if not (args.data and args.dataset):
+        parser.error("--data and --dataset are required (except with --merge)")
     if args.latency_only or args.streaming_only:
         return latency_main(args)
-    rows, dm = [], None
+    rows, pop = [], None
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models:
             for seed in args.seeds:
                 row, dm = run_one(model, args.dataset, args.data, seed, args.max_epochs, workdir, args.batch_size,
-                                  args.max_time, args.limit_train_batches)
+                                  args.max_time, args.limit_train_batches, latency=not args.no_latency)
                 rows.append(row)
+                pop = pop or most_pop(dm)
                 print(json.dumps(row), flush=True)
-    pop = most_pop(dm)
-    summary = {"mostpop": pop}
-    for model in args.models:
+                write_results(out, args, rows, pop)  # after every run: an interrupted sweep keeps what finished
+    print_table(rows, pop)
+    print(f"wrote {out}")
+
+
+def write_results(out: pathlib.Path, args, rows, pop):
+    out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, pathlib.Path) else v)
+                                        for k, v in vars(args).items()},
+                               "machine": platform.platform(), "threads": torch.get_num_threads(),
+                               "runs": rows, "mostpop": pop, "summary": summarise(rows)}, indent=1))
+
+
+def summarise(rows) -> dict:
+    """Per model: each metric's mean and sample standard deviation over its runs (0 for one run)."""
+    summary = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         summary[model] = {m: (statistics.mean(r[m] for r in mine),
                               statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0) for m in METRICS}
+    return summary
+
+
+def print_table(rows, pop):
+    summary = summarise(rows)
     header = ("| model | seeds | " + " | ".join(METRICS)
-              + " | s/epoch | epochs | infer s/batch | step+scores ms (1 user) | re-encode 50+scores ms (1 user) |")
+              + " | s/epoch | epochs (* = capped) | infer s/batch | step+scores ms (1 user) "
+              "| re-encode 50+scores ms (1 user) |")
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     print("| MostPop | - | " + " | ".join(f"{pop[m]:.4f}" for m in METRICS) + " | - | - | - | - | - |")
-    for model in args.models:
+    mean = lambda mine, key: (f"{statistics.mean(r[key] for r in mine):.3f}"  # noqa: E731
+                              if all(key in r for r in mine) else "-")
+    for model, stats in summary.items():
         mine = [r for r in rows if r["model"] == model]
-        cells = [f"{summary[model][m][0]:.4f} ± {summary[model][m][1]:.4f}" for m in METRICS]
-        step = "- | -"
-        if model_streams(mine):
-            step = (f"{statistics.mean(r['step_ms_1u_scored'] for r in mine):.2f} | "
-                    f"{statistics.mean(r['reencode50_ms_1u_scored'] for r in mine):.2f}")
+        cells = [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" for m in METRICS]
+        epochs = "/".join(f"{r['epochs']}{'' if r.get('early_stopped', True) else '*'}" for r in mine)
         print(f"| {model} | {len(mine)} | " + " | ".join(cells)
-              + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f}"
-              + f" | {'/'.join(str(r['epochs']) for r in mine)}"
-              + f" | {statistics.mean(r['inference_sec_per_batch'] for r in mine):.3f} | {step} |")
+              + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f} | {epochs}"
+              + f" | {mean(mine, 'inference_sec_per_batch')} | {mean(mine, 'step_ms_1u_scored')}"
+              + f" | {mean(mine, 'reencode50_ms_1u_scored')} |")
+
+
+def merge_main(args):
+    """One table from the JSON outputs of several processes (e.g. one per model and seed, run side by side)."""
+    loaded = [json.loads(path.read_text()) for path in args.merge]
+    rows = [row for data in loaded for row in data["runs"]]
+    pop = next(data["mostpop"] for data in loaded if data.get("mostpop"))
+    print_table(rows, pop)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "threads": torch.get_num_threads(),
-                               "runs": rows, "summary": summary}, indent=1))
+    out.write_text(json.dumps({"merged": [str(p) for p in args.merge],
+                               "machines": sorted({d["machine"] for d in loaded}), "runs": rows, "mostpop": pop,
+                               "summary": summarise(rows)}, indent=1))
     print(f"wrote {out}")
 
 
