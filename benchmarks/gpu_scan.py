@@ -286,6 +286,8 @@ def main(argv=None):
               "    python benchmarks/gpu_scan.py --device cpu --quick", file=sys.stderr)
         return 2
     if device.type == "cuda":
+        if device.index is None:  # plain "cuda": the current device (set_device needs an index)
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)  # CUDA events and peak-memory counters follow the current device
     if device.type == "cpu":  # Triton runs CPU tensors only interpreted, switched on before triton is imported
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
