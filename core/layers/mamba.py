@@ -21,6 +21,7 @@ from ..ops.conv import causal_conv1d
 from ..ops.mixer_step import mamba_mixer_step
 from ..ops.selective_scan import selective_scan
 from ._validate import check_input_dtype, check_positive_ints
+from .fused_weights import fused_weights, own_parameters
 
 
 class MambaState(NamedTuple):
@@ -94,10 +95,9 @@ class Mamba(nn.Module):
         """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time. One call of
         `mamba_mixer_step` (fused on CPU for inference; the scan backends have no one-token kernel)."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        # parameters read from the module dicts: nn.Module attribute lookups cost about as much as the fused step
-        m, p = self._modules, self._parameters
-        inp, conv, xp = m["in_proj"]._parameters, m["conv1d"]._parameters, m["x_proj"]._parameters
-        dtp, out = m["dt_proj"]._parameters, m["out_proj"]._parameters
+        m, p = self._modules, own_parameters(self)  # dictionary reads: see fused_weights
+        inp, xp, dtp, out = (fused_weights(m[n], nn.Linear, n) for n in ("in_proj", "x_proj", "dt_proj", "out_proj"))
+        conv = own_parameters(m["conv1d"])  # forward reads its weights too (causal_conv1d), not its forward
         y, conv_state, ssm_state = mamba_mixer_step(
             x_t, state.conv, state.ssm, inp["weight"], inp["bias"], conv["weight"].squeeze(1), conv["bias"],
             xp["weight"], dtp["weight"], dtp["bias"], p["A_log"], p["D"], out["weight"], out["bias"],

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssmkit.core.layers.fused_weights import fused_weights
 from ssmkit.core.ops import postnorm_ffn
 
 
@@ -65,7 +66,7 @@ def finish_layer(layer: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Te
     """ffn(LN(Dropout(y) + x)) (y alone without `layer.residual`): the position-wise end of a Mamba4Rec / TiM4Rec
     layer after its mixer (`layer` has `dropout`, `residual`, `LayerNorm`, `ffn`). In eval mode one `postnorm_ffn`
     call, fused on CPU: streaming one user costs per op (7 here), and per module attribute lookup, so the weights
-    are read from the modules' dictionaries."""
+    are read from the modules' dictionaries (`fused_weights`)."""
     x = x if layer.residual else None
     if layer.training:
         y = dropout(layer.dropout, y)
@@ -73,8 +74,9 @@ def finish_layer(layer: nn.Module, y: torch.Tensor, x: torch.Tensor) -> torch.Te
     m = layer._modules
     ln, ffn = m["LayerNorm"], m["ffn"]
     f = ffn._modules
-    ln2, w1, w2 = f["LayerNorm"], f["w_1"]._parameters, f["w_2"]._parameters
-    p1, p2 = ln._parameters, ln2._parameters
+    ln2 = f["LayerNorm"]
+    w1, w2 = fused_weights(f["w_1"], nn.Linear, "ffn.w_1"), fused_weights(f["w_2"], nn.Linear, "ffn.w_2")
+    p1, p2 = fused_weights(ln, nn.LayerNorm, "LayerNorm"), fused_weights(ln2, nn.LayerNorm, "ffn.LayerNorm")
     return postnorm_ffn(y, x, p1["weight"], p1["bias"], w1["weight"], w1["bias"], w2["weight"], w2["bias"],
                         p2["weight"], p2["bias"], ln.eps, ln2.eps, ffn.activation_name)
 

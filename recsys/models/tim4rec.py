@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ssmkit.core.blocks import RMSNormGated
 from ssmkit.core.dtypes import state_dtype
 from ssmkit.core.init import init_dt_bias, mamba2_A_log, set_optim
+from ssmkit.core.layers.fused_weights import fused_weights, own_parameters
 from ssmkit.core.ops import causal_conv1d, ssd, time_ssd_step
 
 from .base import (Dropout, FeedForward, SequentialRecommender, dropout, finish_layer, gather_last, layer_norm,
@@ -119,12 +120,13 @@ class TiSSD(nn.Module):
         """x_t (B, D), T_t (B, H) -> (y_t (B, D), T'_t (B, H), new state): `forward` on one position, as one
         `time_ssd_step` call (fused on CPU for inference)."""
         mlp_in = dropout(self.time_mlp[0], T_t)
-        # weights read from the module dicts: an nn.Module attribute lookup costs a microsecond, a token's step ~20
-        m, p = self._modules, self._parameters
-        names = ("in_proj", "conv1d", "time_conv1", "time_conv2", "time_gate", "norm", "out_proj")
-        inp, conv, tc1, tc2, gate, norm, out = (m[n]._parameters for n in names)
+        # weights read from the module dicts (fused_weights): an attribute lookup costs a microsecond, a step ~20
+        m, p = self._modules, own_parameters(self)
+        inp, gate, out = (fused_weights(m[n], nn.Linear, n) for n in ("in_proj", "time_gate", "out_proj"))
+        norm = fused_weights(m["norm"], RMSNormGated, "norm")
+        conv, tc1, tc2 = (own_parameters(m[n]) for n in ("conv1d", "time_conv1", "time_conv2"))  # read as weights
         mlp = m["time_mlp"]._modules
-        mlp1, mlp2 = mlp["1"]._parameters, mlp["3"]._parameters
+        mlp1, mlp2 = fused_weights(mlp["1"], nn.Linear, "time_mlp.1"), fused_weights(mlp["3"], nn.Linear, "time_mlp.3")
         y, T_t, *new = time_ssd_step(
             x_t, T_t, *state, norm_eps=m["norm"].eps, mlp_input=None if mlp_in is T_t else mlp_in,
             in_proj_weight=inp["weight"], conv_weight=conv["weight"].squeeze(1), conv_bias=conv["bias"],
