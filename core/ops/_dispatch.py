@@ -30,16 +30,21 @@ class Supports:
     dtypes: FrozenSet[torch.dtype] = ALL_FLOATS           # dtypes of the main input
     grad_final_state: bool = True                         # backpropagates through a returned final state
     check: Optional[Callable[[dict], Optional[str]]] = None  # further constraint: the reason it fails, or None
+    # "auto" picks it when a gradient is needed; False where its backward re-runs the PyTorch path, so that a
+    # training call is faster on that path alone (an explicit request still gets it)
+    auto_with_grad: bool = True
 
 
 @dataclass(frozen=True)
 class Call:
     """What one call of an op needs: the main input's dtype, the optional arguments given (not None / False),
-    whether a gradient must flow through the final state it returns, and its keyword arguments (for `check`)."""
+    whether a gradient must flow through the final state it returns, and its keyword arguments (for `check`);
+    `grad`: whether a gradient flows to any input."""
     dtype: torch.dtype
     args: FrozenSet[str] = frozenset()
     grad_final_state: bool = False
     kwargs: dict = field(default_factory=dict)
+    grad: bool = False
 
 
 def describe(dtype: torch.dtype, kwargs: dict, optional: Sequence[str], final_state: Optional[str] = None,
@@ -48,9 +53,8 @@ def describe(dtype: torch.dtype, kwargs: dict, optional: Sequence[str], final_st
     final state is needed when `final_state` (the flag asking for it) is set and a tensor of `grad_inputs` requires
     grad with autograd on."""
     given = frozenset(name for name in optional if kwargs.get(name) is not None and kwargs.get(name) is not False)
-    grad = bool(final_state and kwargs.get(final_state) and torch.is_grad_enabled()
-                and any(t is not None and t.requires_grad for t in grad_inputs))
-    return Call(dtype, given, grad, kwargs)
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_inputs)
+    return Call(dtype, given, bool(final_state and kwargs.get(final_state) and grad), kwargs, grad)
 
 
 def _power_of_two_chunks(kwargs: dict) -> Optional[str]:
@@ -82,7 +86,10 @@ SUPPORTS: Dict[str, Dict[str, Supports]] = {
                                          check=_inference_one_dtype),
             "time_ssd_step": Supports(frozenset(), _FP32_64, check=_inference_one_dtype),
             "postnorm_ffn": Supports(frozenset({"x"}), _FP32_64, check=_inference_one_dtype)},
-    "triton": {"selective_scan": Supports(_SCAN), "ssd": Supports(_SSD)},
+    # The Triton SSD has a forward kernel only: its backward re-runs the chunked PyTorch forward and differentiates
+    # that, so forward+backward costs more than the PyTorch path alone (0.67-0.77x its speed on an H200,
+    # docs/benchmarks.md); "auto" uses it for inference.
+    "triton": {"selective_scan": Supports(_SCAN), "ssd": Supports(_SSD, auto_with_grad=False)},
     "mamba_ssm": {
         # selective_scan_fn: no initial state, its last state carries no gradient, CUDA kernels for fp32/fp16/bf16
         "selective_scan": Supports(_SCAN - {"initial_state"}, NO_FP64, grad_final_state=False),
@@ -136,18 +143,25 @@ def inference_kernel(op: str, backend: str, x: torch.Tensor, args: FrozenSet[str
     return None
 
 
+def _slower_for_grad(backend: str, op: str, call: Call) -> bool:
+    """Whether "auto" passes `backend` over for this call because it needs a gradient (`Supports.auto_with_grad`)."""
+    return call.grad and not SUPPORTS[backend][op].auto_with_grad
+
+
 def select(op: str, backend: str, device: torch.device, torch_impl: Callable, call: Optional[Call] = None) -> Callable:
     """Return the implementation of `op` for `backend` ("auto", "torch" or a kernels backend name).
 
     With `call`, backends are checked against their declarations (`SUPPORTS`): "auto" moves on past a backend that
-    cannot take it, or that cannot run here, and ends at `torch_impl`; an explicitly requested backend that cannot
+    cannot take it, that is slower than the PyTorch path for a call needing a gradient, or that cannot run here,
+    and ends at `torch_impl`; an explicitly requested backend that cannot
     run here, or cannot take the call, raises `kernels.BackendUnavailable` with the reason.
     """
     if backend == "torch":
         return torch_impl
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ()):
-            if kernels.auto_enabled(name) and (call is None or unsupported(name, op, call) is None):
+            if kernels.auto_enabled(name) and (call is None or (unsupported(name, op, call) is None
+                                                                 and not _slower_for_grad(name, op, call))):
                 try:
                     return kernels.load(name, op, device)
                 except kernels.BackendUnavailable:

@@ -51,6 +51,29 @@ def test_auto_order_and_fallback(monkeypatch):
     assert select("selective_scan", "auto", torch.device("meta"), torch_impl) is torch_impl
 
 
+def test_auto_trains_ssd_on_the_pytorch_path_not_on_tritons_forward_only_kernel(monkeypatch):
+    """The Triton SSD's backward re-runs the PyTorch path, so a call that needs a gradient is faster there:
+    "auto" takes Triton for inference only; mamba_ssm (own backward) and explicit requests are unaffected."""
+    fake_loader(monkeypatch, ok=("triton",))
+    training, inference = Call(torch.float32, grad=True), Call(torch.float32)
+    assert select("ssd", "auto", CUDA, torch_impl, training) is torch_impl
+    assert select("ssd", "auto", CUDA, torch_impl, inference)() == "triton"
+    assert select("ssd", "triton", CUDA, torch_impl, training)() == "triton"
+    assert select("selective_scan", "auto", CUDA, torch_impl, training)() == "triton"  # has its own backward
+    fake_loader(monkeypatch, ok=("triton", "mamba_ssm"))
+    training = Call(torch.float32, grad=True, kwargs={"chunk_size": 64})  # mamba_ssm wants a power-of-two chunk
+    assert select("ssd", "auto", CUDA, torch_impl, training)() == "mamba_ssm"
+
+
+def test_describe_sees_gradients_only_with_autograd_on():
+    from ssmkit.core.ops._dispatch import describe
+    x = torch.zeros(2, requires_grad=True)
+    assert describe(x.dtype, {}, (), None, (x, None)).grad
+    assert not describe(x.dtype, {}, (), None, (x.detach(),)).grad
+    with torch.no_grad():
+        assert not describe(x.dtype, {}, (), None, (x,)).grad
+
+
 def test_auto_respects_disabled_backends(monkeypatch):
     fake_loader(monkeypatch, ok=("cpp", "triton", "mamba_ssm"))
     monkeypatch.setenv("SSMKIT_DISABLE_BACKENDS", "cpp, mamba_ssm")
