@@ -151,7 +151,8 @@ def fsdd(args) -> dict:
     wavenet = {"class_path": "ssmkit.audio.WaveNet",
                "init_args": {"channels": c, "skip_channels": c, "n_layers": args.wavenet_layers}}
     runs = {}
-    for name, spec in (("SaShiMi small", sashimi), ("WaveNet", wavenet)):
+    chosen = {"sashimi": ("SaShiMi small", sashimi), "wavenet": ("WaveNet", wavenet)}
+    for name, spec in (chosen[m] for m in args.models):
         task = AutoregressiveAudioTask(spec, lr=args.lr, scheduler=None)
         runs[name] = {"task": task, "opt": task.configure_optimizers(), "seconds": 0.0, "cpu_seconds": 0.0,
                       "steps": 0, "losses": [], "loader": iter(()), "epochs": 0}
@@ -185,7 +186,7 @@ def fsdd(args) -> dict:
             "params": _params(model), "train_seconds": r["seconds"], "train_cpu_seconds": r["cpu_seconds"],
             "steps": r["steps"], "epochs_started": r["epochs"],
             "test_bits_per_sample": _test_bits(model, data.test_dataloader())}
-    if args.samples:
+    if args.samples and "SaShiMi small" in runs:
         model = runs["SaShiMi small"]["task"].model
         codes, bits = generate(model, args.n_samples, args.sample_seconds * 8000, seed=args.seed, progress=False)
         result["samples"] = [str(p) for p in write_samples(codes, bits, args.samples, 8000)]
@@ -220,6 +221,9 @@ def main() -> None:
     f.add_argument("--root", required=True)
     f.add_argument("--minutes", type=float, default=20)
     f.add_argument("--slice-seconds", type=float, default=60)
+    f.add_argument("--models", nargs="+", choices=["sashimi", "wavenet"], default=["sashimi", "wavenet"],
+                   help="train these, interleaved in --slice-seconds slices (one each: run two processes side by "
+                        "side, e.g. one per core)")
     f.add_argument("--window", type=int, default=2048)
     f.add_argument("--batch-size", type=int, default=4)
     f.add_argument("--lr", type=float, default=1e-3)
