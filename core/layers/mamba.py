@@ -95,8 +95,12 @@ class Mamba(nn.Module):
         """x_t (B, d_model) -> (y_t (B, d_model), new state); equals `forward` one position at a time. One call of
         `mamba_mixer_step` (fused on CPU for inference; the scan backends have no one-token kernel)."""
         check_tensor("x_t", x_t, (None, self.d_model))
-        m, p = self._modules, own_parameters(self)  # dictionary reads: see fused_weights
-        inp, xp, dtp, out = (fused_weights(m[n], nn.Linear, n) for n in ("in_proj", "x_proj", "dt_proj", "out_proj"))
+        # dictionary reads (see fused_weights), written out: no generator frame on the per-token path
+        m, p = self._modules, own_parameters(self)
+        inp = fused_weights(m["in_proj"], nn.Linear, "in_proj")
+        xp = fused_weights(m["x_proj"], nn.Linear, "x_proj")
+        dtp = fused_weights(m["dt_proj"], nn.Linear, "dt_proj")
+        out = fused_weights(m["out_proj"], nn.Linear, "out_proj")
         conv = own_parameters(m["conv1d"])  # forward reads its weights too (causal_conv1d), not its forward
         y, conv_state, ssm_state = mamba_mixer_step(
             x_t, state.conv, state.ssm, inp["weight"], inp["bias"], conv["weight"].squeeze(1), conv["bias"],

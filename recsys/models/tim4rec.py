@@ -121,10 +121,14 @@ class TiSSD(nn.Module):
         `time_ssd_step` call (fused on CPU for inference)."""
         mlp_in = dropout(self.time_mlp[0], T_t)
         # weights read from the module dicts (fused_weights): an attribute lookup costs a microsecond, a step ~20
+        # (written out: no generator frame on the per-token path)
         m, p = self._modules, own_parameters(self)
-        inp, gate, out = (fused_weights(m[n], nn.Linear, n) for n in ("in_proj", "time_gate", "out_proj"))
+        inp = fused_weights(m["in_proj"], nn.Linear, "in_proj")
+        gate = fused_weights(m["time_gate"], nn.Linear, "time_gate")
+        out = fused_weights(m["out_proj"], nn.Linear, "out_proj")
         norm = fused_weights(m["norm"], RMSNormGated, "norm")
-        conv, tc1, tc2 = (own_parameters(m[n]) for n in ("conv1d", "time_conv1", "time_conv2"))  # read as weights
+        # the convolutions: forward reads their weights too (causal_conv1d), not their forward
+        conv, tc1, tc2 = own_parameters(m["conv1d"]), own_parameters(m["time_conv1"]), own_parameters(m["time_conv2"])
         mlp = m["time_mlp"]._modules
         mlp1, mlp2 = fused_weights(mlp["1"], nn.Linear, "time_mlp.1"), fused_weights(mlp["3"], nn.Linear, "time_mlp.3")
         y, T_t, *new = time_ssd_step(
