@@ -271,20 +271,10 @@ class _WaveformDataModule(ResumableDataModule):
             clips = [load_codes(f, self.sample_rate, self.quantization, self.require_rate) for f in files]
             self.datasets[name] = CodeWindows(clips, self.window)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.datasets[split]
-        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
-        return DataLoader(data, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
+    def loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
+                                 self.seed, self.num_workers)
 
 
 class AudioFolderDataModule(_WaveformDataModule):

@@ -282,17 +282,7 @@ class SequenceDataModule(ResumableDataModule):
         self.split_info = {"seed": self.seed, "fractions": list(self.split),
                            **{f"n_{k}": len(v) for k, v in self.datasets.items()}}
 
-    def _loader(self, name, shuffle):
-        data = self.datasets[name]
-        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
-        return DataLoader(data, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
-                          collate_fn=collate_left_padded, num_workers=self.num_workers)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
+    def loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
+                                 self.seed, self.num_workers, collate_fn=collate_left_padded)

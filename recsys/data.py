@@ -404,18 +404,7 @@ class SequentialDataModule(ResumableDataModule):
     def save_item_map(self, path) -> pathlib.Path:
         return save_item_map(self.item_ids, path)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        size = self.batch_size if split == "train" else self.eval_batch_size
-        data = self.datasets[split]
-        sampler = self.train_sampler(data, size, self.seed) if shuffle else None
-        return DataLoader(data, batch_size=size, sampler=sampler, collate_fn=collate_trimmed,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
+                                 self.seed, self.num_workers, collate_fn=collate_trimmed)

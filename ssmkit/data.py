@@ -18,6 +18,7 @@ import itertools
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, get_worker_info
 
 
@@ -97,6 +98,9 @@ class ResumableDataModule(L.LightningDataModule):
     `state_dict()` records, from the trainer's own progress counters, the epoch and the batches of it already
     trained (an epoch whose batches are all done is recorded as the start of the next one) and the batches
     trained in the whole fit; `load_state_dict` keeps them for the next `train_sampler` / `stream_loader`.
+
+    A data module of map-style splits implements `loader(split)` ("train", "val", "test"), usually with
+    `split_loader`; the train / val / test / predict (= test) hooks call it.
     """
 
     def __init__(self):
@@ -138,6 +142,30 @@ class ResumableDataModule(L.LightningDataModule):
         return ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
                                 drop_last=drop_last, skip_epoch=resume["epoch"],
                                 skip_samples=resume["batches"] * batch_size)
+
+    def split_loader(self, dataset: Sequence, train: bool, batch_size: int, seed: int, num_workers: int = 0,
+                     **kwargs: Any) -> DataLoader:
+        """DataLoader over one split: training batches from this rank's resumable `train_sampler`, evaluation in
+        order. Its own seeded generator keeps iteration from drawing on the global random state (so a resumed run's
+        dropout draws match); `kwargs` (collate_fn, drop_last) go to the DataLoader."""
+        sampler = self.train_sampler(dataset, batch_size, seed) if train else None
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                          persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+    def loader(self, split: str) -> DataLoader:
+        raise NotImplementedError(f"{type(self).__name__} serves no {split!r} split")
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
 
     def next_train_step(self) -> int:
         """Global step a stream reads next: the restored checkpoint's (once), else the batches trained so far."""

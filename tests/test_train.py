@@ -10,7 +10,7 @@ import torch.nn as nn
 from ssmkit.core.blocks import SequenceModel
 from ssmkit.core.layers import Mamba
 from ssmkit.selective_copy import IGNORE, SelectiveCopyData, SelectiveCopyTask, selective_copy_batch
-from ssmkit.data import ResumableSampler, ResumableStream, StreamLoader
+from ssmkit.data import ResumableDataModule, ResumableSampler, ResumableStream, StreamLoader
 from ssmkit.train import (LossHistory, RandomStateCheckpoint, TaskBase, no_weight_decay_names, param_groups,
                           warmup_then)
 
@@ -156,6 +156,31 @@ def test_resumable_sampler_shards_like_one_process_and_skips_what_was_trained():
     resumed.set_epoch(2)
     later.set_epoch(2)
     assert list(resumed) == list(later)
+
+
+class RangeData(ResumableDataModule):
+    def __init__(self, num_workers):
+        super().__init__()
+        self.num_workers = num_workers
+
+    def loader(self, split):
+        return self.split_loader(list(range(10 if split == "train" else 4)), split == "train", 3, 7, self.num_workers)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_split_loaders_read_the_sampler_order_without_drawing_on_the_global_random_state(num_workers):
+    dm = RangeData(num_workers)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    train = [b.tolist() for b in dm.train_dataloader()]
+    assert sum(train, []) == list(ResumableSampler(list(range(10)), seed=7))
+    assert [b.tolist() for b in dm.test_dataloader()] == [[0, 1, 2], [3]] == [b.tolist() for b in dm.val_dataloader()]
+    assert torch.equal(torch.get_rng_state(), before)  # a loader without its own generator draws a base seed here
+
+
+def test_a_data_module_without_splits_names_the_missing_split():
+    with pytest.raises(NotImplementedError, match="ResumableDataModule serves no 'test' split"):
+        ResumableDataModule().test_dataloader()
 
 
 class IndexStream(ResumableStream):

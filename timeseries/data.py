@@ -370,28 +370,12 @@ class ForecastDataModule(ResumableDataModule):
                      "seed=%d)", path, self.protocol, self.n_inputs, self.step, self.n_windows, self.seq_len,
                      self.pred_len, self.features, self.seed)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def loader(self, split: str) -> DataLoader:
         if not self.datasets:
             self.setup()
-        windows = self.datasets[split]
-        # train: a seeded per-epoch order, sharded by rank, resumable mid-epoch (ssmkit.data); the loader's own
-        # generator keeps iteration from drawing on the global random state (exact resume of dropout)
-        sampler = self.train_sampler(windows, self.batch_size, self.seed) if shuffle else None
-        return DataLoader(windows, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
-                          drop_last=False, num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        train = split == "train"
+        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
+                                 self.seed, self.num_workers)
 
     def describe(self) -> dict:
         """Plain-Python record of what a model trained on this data expects (kept in checkpoints)."""

@@ -123,26 +123,11 @@ class _SplitDataModule(ResumableDataModule):
             x, y = self.load()
             self._sets = [TensorDataset(x[i], y[i]) for i in seeded_split(len(y), self.split, self.seed)]
 
-    def _loader(self, i: int, shuffle: bool) -> DataLoader:
-        data = self._sets[i]
-        sampler = self.train_sampler(data, self.batch_size, self.seed) if shuffle else None
-        # the loader's own generator keeps iteration from drawing on the global random state (exact resume)
-        collate = self.augment if shuffle else None
-        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed),
-                          drop_last=shuffle and len(data) > self.batch_size, collate_fn=collate)
-
-    def train_dataloader(self):
-        return self._loader(0, True)
-
-    def val_dataloader(self):
-        return self._loader(1, False)
-
-    def test_dataloader(self):
-        return self._loader(2, False)
-
-    def predict_dataloader(self):
-        return self._loader(2, False)
+    def loader(self, split: str) -> DataLoader:
+        data, train = self._sets[("train", "val", "test").index(split)], split == "train"
+        return self.split_loader(data, train, self.batch_size, self.seed, self.num_workers,
+                                 drop_last=train and len(data) > self.batch_size,
+                                 collate_fn=self.augment if train else None)
 
 
 class MNISTDataModule(_SplitDataModule):

@@ -179,6 +179,16 @@ def _poison_nonfinite(y, h, bads, resets, R):
     return nf.poison(y, mask), nf.poison(h, final)
 
 
+def _check_heads(s: dict, D, dt_bias) -> None:
+    """G must divide H; D is (H,) or (H, P) and dt_bias (H,) when given (s: the sizes named so far)."""
+    if s["G"] == 0 or s["H"] % s["G"]:
+        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
+    if D is not None:
+        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
+    if dt_bias is not None:
+        check_tensor("dt_bias", dt_bias, ("H",), s)
+
+
 def validate_heads(x, dt, A, B, C, D, dt_bias) -> dict:
     """Shapes shared by the causal and non-causal SSD: x (batch, L, H, P), dt (batch, L, H), A (H,),
     B/C (batch, L, G, N) with G dividing H, D (H,) or (H, P), dt_bias (H,). Returns the bound sizes."""
@@ -187,12 +197,7 @@ def validate_heads(x, dt, A, B, C, D, dt_bias) -> dict:
     check_tensor("A", A, ("H",), s)
     check_tensor("B", B, ("batch", "L", "G", "N"), s)
     check_tensor("C", C, ("batch", "L", "G", "N"), s)
-    if s["G"] == 0 or s["H"] % s["G"]:
-        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
-    if D is not None:
-        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
-    if dt_bias is not None:
-        check_tensor("dt_bias", dt_bias, ("H",), s)
+    _check_heads(s, D, dt_bias)
     return s
 
 
@@ -288,12 +293,7 @@ def _validate_step(state, x, dt, A, B, C, D, z, dt_bias, dt_limit):
     check_tensor("A", A, ("H",), s)
     check_tensor("B", B, ("batch", "G", "N"), s)
     check_tensor("C", C, ("batch", "G", "N"), s)
-    if s["G"] == 0 or s["H"] % s["G"]:
-        raise ValueError(f"B and C have G={s['G']} groups, which must divide the H={s['H']} heads of x")
-    if D is not None:
-        check_tensor("D", D, ("H",) if D.dim() == 1 else ("H", "P"), s)
-    if dt_bias is not None:
-        check_tensor("dt_bias", dt_bias, ("H",), s)
+    _check_heads(s, D, dt_bias)
     if z is not None:
         check_tensor("z", z, ("batch", "H", "P"), s)
     lo, hi = dt_limit

@@ -41,8 +41,7 @@ SSMK_INLINE void matvec(const T* SSMK_RESTRICT W, const T* SSMK_RESTRICT x, cons
 template <typename T>
 SSMK_INLINE T silu(T x) { return x / (T(1) + ssmk::exp_vec(-x)); }
 
-template <typename T>
-SSMK_INLINE T sigmoid(T x) { return T(1) / (T(1) + ssmk::exp_vec(-x)); }
+using ssmk::sigmoid;
 
 // x * relu6(x + 3) / 6; the clamps keep NaN.
 template <typename T>

@@ -28,108 +28,20 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <limits>
 #include <numeric>
 #include <vector>
+
+#include "vec_math.h"
 
 namespace {
 
 constexpr int64_t kChunk = 64;  // time steps between stored states (the backward's recompute window)
 
-#if defined(__GNUC__) || defined(__clang__)
-#define SSM_INLINE inline __attribute__((always_inline))
-#define SSM_RESTRICT __restrict__
-#else
-#define SSM_INLINE inline
-#define SSM_RESTRICT
-#endif
-
-// exp for float written so that the compiler can vectorise it inside `omp simd` loops:
-// exp(x) = 2^k * p(r), k = round(x / ln 2), r = x - k ln 2 (two-constant Cody-Waite reduction),
-// p a degree-7 minimax polynomial (Cephes expf coefficients), about 1 ulp.
-// Results below 2^-125 (x < -87) are flushed to 0 (as a GPU kernel in FTZ mode would); x > ln(FLT_MAX) gives inf;
-// NaN propagates.
-SSM_INLINE float exp_vec(float x) {
-  const float kLo = -87.0f;
-  const float kHi = 88.72283935546875f;
-  float xc = x < kLo ? kLo : x;  // comparisons with NaN are false: NaN passes through
-  xc = xc > kHi ? kHi : xc;
-  const float kf = std::floor(xc * 1.44269504088896341f + 0.5f);  // vectorises with -fno-trapping-math
-  float r = xc - kf * 0.693359375f;
-  r = r - kf * -2.12194440e-4f;
-  const float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r2 + r + 1.0f;
-  // 2^(k-1) is a normal float for k in [-125, 128]; multiply by 2 afterwards.
-  const int32_t bits = (static_cast<int32_t>(kf) - 1 + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(float));
-  float res = p * scale * 2.0f;
-  res = x < kLo ? 0.0f : res;
-  res = x > kHi ? std::numeric_limits<float>::infinity() : res;
-  return res;
-}
-
-SSM_INLINE double exp_vec(double x) { return std::exp(x); }
-
-// Natural log for finite x >= 1 (all this file needs), vectorisable: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
-// log(x) = e ln 2 + log(m) with a degree-9 polynomial for log(1+f) (Cephes logf coefficients).
-SSM_INLINE float log_ge1(float x) {
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof(float));
-  int32_t e = ((bits >> 23) & 0xff) - 126;
-  const int32_t mbits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
-  float m;
-  std::memcpy(&m, &mbits, sizeof(float));
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1 : e;
-  const float f = small ? m + m - 1.0f : m - 1.0f;
-  const float ef = static_cast<float>(e);
-  const float f2 = f * f;
-  float p = 7.0376836292e-2f;
-  p = p * f - 1.1514610310e-1f;
-  p = p * f + 1.1676998740e-1f;
-  p = p * f - 1.2420140846e-1f;
-  p = p * f + 1.4249322787e-1f;
-  p = p * f - 1.6668057665e-1f;
-  p = p * f + 2.0000714765e-1f;
-  p = p * f - 2.4999993993e-1f;
-  p = p * f + 3.3333331174e-1f;
-  float y = f * f2 * p;
-  y = y + ef * -2.12194440e-4f;
-  y = y - 0.5f * f2;
-  return f + y + ef * 0.693359375f;
-}
-
-// softplus (torch.nn.functional.softplus: beta 1, threshold 20) and its derivative, vectorisable for float.
-// log1p(w) is computed as log(1+w) * w / ((1+w) - 1), which cancels the rounding of 1+w (Goldberg).
-// The clamps are written `x > 20 ? 20 : x` so that a NaN x (all comparisons false) passes through as NaN.
-SSM_INLINE float softplus(float x) {
-  const float w = exp_vec(x > 20.0f ? 20.0f : x);
-  const float v = 1.0f + w;
-  const float l1p = v == 1.0f ? w : log_ge1(v) * (w / (v - 1.0f));
-  return x > 20.0f ? x : l1p;  // NaN: w is NaN, so l1p is NaN
-}
-SSM_INLINE double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
-
-template <typename T>
-SSM_INLINE T softplus_grad(T x) {  // torch: x > threshold ? 1 : exp(x) / (exp(x) + 1)
-  const T e = exp_vec(x > T(20) ? T(20) : x);
-  return x > T(20) ? T(1) : e / (e + T(1));
-}
-
-template <typename T>
-SSM_INLINE T sigmoid(T x) {
-  return T(1) / (T(1) + exp_vec(-x));
-}
+using ssmk::exp_vec;
+using ssmk::sigmoid;
+using ssmk::softplus;
+using ssmk::softplus_grad;
 
 // The state dimension is padded to a multiple of kLanes<T> (one 64-byte vector) with zero A, B, C, so every inner
 // loop over the state runs whole vectors, and sums over the state go through kLanes partial sums and a tree
@@ -138,7 +50,7 @@ template <typename T>
 constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
 
 template <typename T>
-SSM_INLINE T tree_sum(T* SSM_RESTRICT part) {
+SSMK_INLINE T tree_sum(T* SSMK_RESTRICT part) {
   constexpr int W = kLanes<T>;
 #pragma GCC unroll 8
   for (int w = W / 2; w > 0; w /= 2) {
@@ -149,7 +61,7 @@ SSM_INLINE T tree_sum(T* SSM_RESTRICT part) {
 }
 
 template <typename T>
-SSM_INLINE void zero_lanes(T* SSM_RESTRICT part) {
+SSMK_INLINE void zero_lanes(T* SSMK_RESTRICT part) {
 #pragma omp simd
   for (int j = 0; j < kLanes<T>; ++j) part[j] = T(0);
 }
@@ -177,7 +89,7 @@ struct Ptrs {
 
 // Pointer to B_t / C_t for row (b, d) at time 0 and the stride between time steps.
 template <typename T>
-SSM_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int64_t b, int64_t d, int64_t* stride) {
+SSMK_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int64_t b, int64_t d, int64_t* stride) {
   if (groups == 0) {
     *stride = 0;
     return base + d * s.nstate;
@@ -189,8 +101,8 @@ SSM_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int64
 
 // dt_i = softplus?(delta_i + bias) for one chunk, vectorised.
 template <typename T>
-SSM_INLINE void chunk_dt(const T* SSM_RESTRICT delta, T bias, bool use_softplus, int64_t len, T* SSM_RESTRICT raw,
-                         T* SSM_RESTRICT dt) {
+SSMK_INLINE void chunk_dt(const T* SSMK_RESTRICT delta, T bias, bool use_softplus, int64_t len, T* SSMK_RESTRICT raw,
+                         T* SSMK_RESTRICT dt) {
 #pragma omp simd
   for (int64_t i = 0; i < len; ++i) raw[i] = delta[i] + bias;
   if (use_softplus) {
@@ -206,22 +118,22 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
                   int64_t row_end) {
   const int64_t N = s.nstate, L = s.len, K = kChunk, nreal = s.nreal;
   std::vector<T> hbuf(N), raw_v(K), dt_v(K), y_v(K);
-  T* SSM_RESTRICT h = hbuf.data();
-  T* SSM_RESTRICT rawb = raw_v.data();
-  T* SSM_RESTRICT dtb = dt_v.data();
-  T* SSM_RESTRICT yb = y_v.data();
+  T* SSMK_RESTRICT h = hbuf.data();
+  T* SSMK_RESTRICT rawb = raw_v.data();
+  T* SSMK_RESTRICT dtb = dt_v.data();
+  T* SSMK_RESTRICT yb = y_v.data();
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / s.dim, d = row % s.dim;
-    const T* SSM_RESTRICT u = p.u + row * L;
-    const T* SSM_RESTRICT delta = p.delta + row * L;
-    const T* SSM_RESTRICT z = p.z ? p.z + row * L : nullptr;
-    const T* SSM_RESTRICT A = p.A + d * N;
+    const T* SSMK_RESTRICT u = p.u + row * L;
+    const T* SSMK_RESTRICT delta = p.delta + row * L;
+    const T* SSMK_RESTRICT z = p.z ? p.z + row * L : nullptr;
+    const T* SSMK_RESTRICT A = p.A + d * N;
     int64_t sB, sC;
     const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
     const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
     const T Dd = p.Dv ? p.Dv[d] : T(0);
     const T bias = p.bias ? p.bias[d] : T(0);
-    T* SSM_RESTRICT o = out + row * L;
+    T* SSMK_RESTRICT o = out + row * L;
     if (p.h0) {
       std::copy(p.h0 + row * N, p.h0 + (row + 1) * N, h);
     } else {
@@ -236,8 +148,8 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
         const int64_t t = t0 + i;
         const T dt = dtb[i];
         const T dtu = dt * u[t];
-        const T* SSM_RESTRICT Bt = Bbase + t * sB;
-        const T* SSM_RESTRICT Ct = Cbase + t * sC;
+        const T* SSMK_RESTRICT Bt = Bbase + t * sB;
+        const T* SSMK_RESTRICT Ct = Cbase + t * sC;
         alignas(64) T part[kLanes<T>];
         zero_lanes(part);
         for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
@@ -290,37 +202,37 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
   const int64_t seg = s.dim / gr.nseg;
   std::vector<T> hbuf_v((K + 1) * N), abuf_v(K * N), g_v(N), dA_v(N), dBi_v(N), dCi_v(N);
   std::vector<T> raw_v(K), dt_v(K), y_v(K), dy_v(K), ddt_v(K), duB_v(K);
-  T* SSM_RESTRICT hbuf = hbuf_v.data();
-  T* SSM_RESTRICT abuf = abuf_v.data();
-  T* SSM_RESTRICT g = g_v.data();
-  T* SSM_RESTRICT dA = dA_v.data();
-  T* SSM_RESTRICT dBi = dBi_v.data();
-  T* SSM_RESTRICT dCi = dCi_v.data();
-  T* SSM_RESTRICT rawb = raw_v.data();
-  T* SSM_RESTRICT dtb = dt_v.data();
-  T* SSM_RESTRICT yb = y_v.data();
-  T* SSM_RESTRICT dyb = dy_v.data();
-  T* SSM_RESTRICT ddtb = ddt_v.data();
-  T* SSM_RESTRICT duBb = duB_v.data();
+  T* SSMK_RESTRICT hbuf = hbuf_v.data();
+  T* SSMK_RESTRICT abuf = abuf_v.data();
+  T* SSMK_RESTRICT g = g_v.data();
+  T* SSMK_RESTRICT dA = dA_v.data();
+  T* SSMK_RESTRICT dBi = dBi_v.data();
+  T* SSMK_RESTRICT dCi = dCi_v.data();
+  T* SSMK_RESTRICT rawb = raw_v.data();
+  T* SSMK_RESTRICT dtb = dt_v.data();
+  T* SSMK_RESTRICT yb = y_v.data();
+  T* SSMK_RESTRICT dyb = dy_v.data();
+  T* SSMK_RESTRICT ddtb = ddt_v.data();
+  T* SSMK_RESTRICT duBb = duB_v.data();
   for (int64_t task = task_begin; task < task_end; ++task) {
     const int64_t b = task / gr.nseg, sg = task % gr.nseg;
     T* slabB = s.gB ? gr.dB + task * L * N : nullptr;
     T* slabC = s.gC ? gr.dC + task * L * N : nullptr;
     for (int64_t d = sg * seg; d < (sg + 1) * seg; ++d) {
       const int64_t row = b * s.dim + d;
-      const T* SSM_RESTRICT u = p.u + row * L;
-      const T* SSM_RESTRICT delta = p.delta + row * L;
-      const T* SSM_RESTRICT z = p.z ? p.z + row * L : nullptr;
-      const T* SSM_RESTRICT A = p.A + d * N;
+      const T* SSMK_RESTRICT u = p.u + row * L;
+      const T* SSMK_RESTRICT delta = p.delta + row * L;
+      const T* SSMK_RESTRICT z = p.z ? p.z + row * L : nullptr;
+      const T* SSMK_RESTRICT A = p.A + d * N;
       int64_t sB, sC;
       const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
       const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
       const T Dd = p.Dv ? p.Dv[d] : T(0);
       const T bias = p.bias ? p.bias[d] : T(0);
-      const T* SSM_RESTRICT dout = gr.dout + row * L;
-      T* SSM_RESTRICT du = gr.du + row * L;
-      T* SSM_RESTRICT ddelta = gr.ddelta + row * L;
-      T* SSM_RESTRICT dz = gr.dz ? gr.dz + row * L : nullptr;
+      const T* SSMK_RESTRICT dout = gr.dout + row * L;
+      T* SSMK_RESTRICT du = gr.du + row * L;
+      T* SSMK_RESTRICT ddelta = gr.ddelta + row * L;
+      T* SSMK_RESTRICT dz = gr.dz ? gr.dz + row * L : nullptr;
       const T* st = states + row * s.nchunks * N;
       if (gr.dlast) {
         std::copy(gr.dlast + row * N, gr.dlast + (row + 1) * N, g);
@@ -340,11 +252,11 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           const int64_t t = t0 + i;
           const T dt = dtb[i];
           const T dtu = dt * u[t];
-          const T* SSM_RESTRICT Bt = Bbase + t * sB;
-          const T* SSM_RESTRICT Ct = Cbase + t * sC;
-          const T* SSM_RESTRICT hp = hbuf + i * N;
-          T* SSM_RESTRICT hn = hbuf + (i + 1) * N;
-          T* SSM_RESTRICT a = abuf + i * N;
+          const T* SSMK_RESTRICT Bt = Bbase + t * sB;
+          const T* SSMK_RESTRICT Ct = Cbase + t * sC;
+          const T* SSMK_RESTRICT hp = hbuf + i * N;
+          T* SSMK_RESTRICT hn = hbuf + (i + 1) * N;
+          T* SSMK_RESTRICT a = abuf + i * N;
           alignas(64) T part[kLanes<T>];
           zero_lanes(part);
           for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
@@ -377,13 +289,13 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           const int64_t t = t0 + i;
           const T ut = u[t], dt = dtb[i], dy = dyb[i];
           const T dtu = dt * ut;
-          const T* SSM_RESTRICT Bt = Bbase + t * sB;
-          const T* SSM_RESTRICT Ct = Cbase + t * sC;
-          const T* SSM_RESTRICT hp = hbuf + i * N;
-          const T* SSM_RESTRICT hc = hbuf + (i + 1) * N;
-          const T* SSM_RESTRICT a = abuf + i * N;
-          T* SSM_RESTRICT dBt = slabB ? slabB + t * N : dBi;
-          T* SSM_RESTRICT dCt = slabC ? slabC + t * N : dCi;
+          const T* SSMK_RESTRICT Bt = Bbase + t * sB;
+          const T* SSMK_RESTRICT Ct = Cbase + t * sC;
+          const T* SSMK_RESTRICT hp = hbuf + i * N;
+          const T* SSMK_RESTRICT hc = hbuf + (i + 1) * N;
+          const T* SSMK_RESTRICT a = abuf + i * N;
+          T* SSMK_RESTRICT dBt = slabB ? slabB + t * N : dBi;
+          T* SSMK_RESTRICT dCt = slabC ? slabC + t * N : dCi;
           alignas(64) T pddt[kLanes<T>];
           alignas(64) T pduB[kLanes<T>];
           zero_lanes(pddt);

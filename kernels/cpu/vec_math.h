@@ -4,7 +4,7 @@
 // exp_vec: exp(x) = 2^k p(r), k = round(x / ln 2), r = x - k ln 2 (two-constant Cody-Waite), p the Cephes expf
 //   polynomial, about 1 ulp; x < -87 flushes to 0, x > ln(FLT_MAX) gives inf, NaN passes through.
 // expm1_vec: exp(x) - 1 from the same reduction without the cancellation near 0, about 1 ulp.
-// softplus / softplus_grad: torch.nn.functional.softplus (beta 1, threshold 20) and its derivative.
+// softplus / softplus_grad: torch.nn.functional.softplus (beta 1, threshold 20) and its derivative; sigmoid.
 // Clamps are written `x > c ? c : x` so that a NaN x (every comparison false) stays NaN.
 // exp2_avx2: 2^t on 8 floats in AVX2 + FMA intrinsics, for hot loops GCC does not vectorise well (about half of
 //   exp_vec's instructions inside an `omp simd` loop, whose clamps become blend chains).
@@ -143,6 +143,11 @@ template <typename T>
 SSMK_INLINE T softplus_grad(T x) {
   const T e = exp_vec(x > T(20) ? T(20) : x);
   return x > T(20) ? T(1) : e / (e + T(1));
+}
+
+template <typename T>
+SSMK_INLINE T sigmoid(T x) {
+  return T(1) / (T(1) + exp_vec(-x));
 }
 
 }  // namespace ssmk
