@@ -155,3 +155,8 @@ def test_fsdd_training_order_is_seeded_and_resumes_mid_epoch(tmp_path):
     full = order(0)
     assert sorted(full) == list(range(len(full))) and order(0) == full and order(1) != full
     assert order(0, {"epoch": 0, "batches": 2, "total_batches": 2}) == full[8:]
+    dm = FSDDDataModule(str(tmp_path / "rec"), window=64, batch_size=4, val_fraction=0.25)
+    dm.setup("fit")
+    rng = torch.get_rng_state()
+    next(iter(dm.train_dataloader()))
+    assert torch.equal(torch.get_rng_state(), rng)  # the loader has its own generator (exact resume of dropout)

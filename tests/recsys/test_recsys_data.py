@@ -150,6 +150,11 @@ def test_training_order_is_seeded_and_resumes_mid_epoch(inter_file):
     full = order(0)
     assert sorted(full) == list(range(len(full))) and order(0) == full and order(1) != full
     assert order(0, {"epoch": 0, "batches": 3, "total_batches": 3}) == full[24:]
+    dm = SequentialDataModule(str(inter_file), batch_size=8, user_min=1, item_min=1)
+    dm.setup("fit")
+    rng = torch.get_rng_state()
+    next(iter(dm.train_dataloader()))
+    assert torch.equal(torch.get_rng_state(), rng)  # the loader has its own generator (exact resume of dropout)
 
 
 @pytest.mark.parametrize("max_len", [3, 50])
