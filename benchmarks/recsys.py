@@ -193,14 +193,16 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
                         enable_model_summary=False, num_sanity_val_steps=0, max_time=max_time,
                         limit_train_batches=limit_train_batches)
     trainer.fit(task, dm)
+    # read before testing: trainer.test restores the callbacks' state from the best checkpoint, which predates the stop
+    epochs, early = trainer.current_epoch, bool(trainer.early_stopping_callback.stopped_epoch)
+    stop = "early stopping" if early else "max_epochs" if epochs >= max_epochs else "max_time"
     if not best.best_model_path:  # stopped by max_time before the first validation
         trainer.validate(task, dm, verbose=False)
         trainer.save_checkpoint(f"{workdir}/{model_name}_{seed}/last.ckpt")
         best.best_model_path, best.best_model_score = f"{workdir}/{model_name}_{seed}/last.ckpt", \
             trainer.callback_metrics["val/ndcg@10"]
     test = trainer.test(task, dm, ckpt_path=best.best_model_path, verbose=False)[0]
-    row = {"model": model_name, "seed": seed, "epochs": trainer.current_epoch,
-           "early_stopped": bool(trainer.early_stopping_callback.stopped_epoch),
+    row = {"model": model_name, "seed": seed, "epochs": epochs, "early_stopped": early, "stopped_by": stop,
            "val_ndcg@10": float(best.best_model_score), **{m: float(test[f"test/{m}"]) for m in METRICS},
            "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
            "params": sum(p.numel() for p in task.parameters()), "device": device_name()}

@@ -35,3 +35,20 @@ def test_merge_means_and_stds_over_runs_from_several_files(tmp_path, capsys):
     assert merged["summary"]["sigma"]["hr@10"] == [0.20, 0.0]
     table = capsys.readouterr().out
     assert "| MostPop | - | 0.0100" in table and "| 3/3* |" in table  # seed 2 was stopped by its cap
+
+
+def test_a_run_records_why_it_stopped_before_testing_restores_the_best_checkpoint(inter_file, tmp_path, monkeypatch):
+    """Testing the best checkpoint restores EarlyStopping's state as it was at the best epoch (not yet stopped), so
+    the stop has to be read right after fit: an early-stopped run must say so."""
+    bench = load_script()
+    real = bench.load_config
+
+    def tiny(model, dataset):  # the config's model, patience 1, every user and item of the toy log kept
+        spec, task_args, _, data = real(model, dataset)
+        return spec, task_args, 1, {**data, "batch_size": 16, "user_min": 1, "item_min": 1}
+
+    monkeypatch.setattr(bench, "load_config", tiny)
+    row, _ = bench.run_one("gru4rec", "beauty", str(inter_file), 0, 40, str(tmp_path / "work"), latency=False)
+    assert row["early_stopped"] and row["stopped_by"] == "early stopping" and 2 <= row["epochs"] < 40
+    row, _ = bench.run_one("gru4rec", "beauty", str(inter_file), 0, 1, str(tmp_path / "one"), latency=False)
+    assert not row["early_stopped"] and row["stopped_by"] == "max_epochs" and row["epochs"] == 1
