@@ -272,9 +272,8 @@ class _WaveformDataModule(ResumableDataModule):
             self.datasets[name] = CodeWindows(clips, self.window)
 
     def loader(self, split: str) -> DataLoader:
-        train = split == "train"
-        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
-                                 self.seed, self.num_workers)
+        return self.split_loader(self.datasets[split], split == "train", self.batch_size, self.seed, self.num_workers,
+                                 eval_batch_size=self.eval_batch_size)
 
 
 class AudioFolderDataModule(_WaveformDataModule):

@@ -283,6 +283,5 @@ class SequenceDataModule(ResumableDataModule):
                            **{f"n_{k}": len(v) for k, v in self.datasets.items()}}
 
     def loader(self, split: str) -> DataLoader:
-        train = split == "train"
-        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
-                                 self.seed, self.num_workers, collate_fn=collate_left_padded)
+        return self.split_loader(self.datasets[split], split == "train", self.batch_size, self.seed, self.num_workers,
+                                 eval_batch_size=self.eval_batch_size, collate_fn=collate_left_padded)

@@ -405,6 +405,5 @@ class SequentialDataModule(ResumableDataModule):
         return save_item_map(self.item_ids, path)
 
     def loader(self, split: str) -> DataLoader:
-        train = split == "train"
-        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
-                                 self.seed, self.num_workers, collate_fn=collate_trimmed)
+        return self.split_loader(self.datasets[split], split == "train", self.batch_size, self.seed, self.num_workers,
+                                 eval_batch_size=self.eval_batch_size, collate_fn=collate_trimmed)

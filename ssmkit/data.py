@@ -144,11 +144,13 @@ class ResumableDataModule(L.LightningDataModule):
                                 skip_samples=resume["batches"] * batch_size)
 
     def split_loader(self, dataset: Sequence, train: bool, batch_size: int, seed: int, num_workers: int = 0,
-                     **kwargs: Any) -> DataLoader:
+                     eval_batch_size: Optional[int] = None, **kwargs: Any) -> DataLoader:
         """DataLoader over one split: training batches from this rank's resumable `train_sampler`, evaluation in
-        order. Its own seeded generator keeps iteration from drawing on the global random state (so a resumed run's
-        dropout draws match); `kwargs` (collate_fn, drop_last) go to the DataLoader."""
+        order (in batches of `eval_batch_size`, default `batch_size`). Its own seeded generator keeps iteration from
+        drawing on the global random state (so a resumed run's dropout draws match); `kwargs` (collate_fn,
+        drop_last) go to the DataLoader."""
         sampler = self.train_sampler(dataset, batch_size, seed) if train else None
+        batch_size = batch_size if train or eval_batch_size is None else eval_batch_size
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                           persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed), **kwargs)
 

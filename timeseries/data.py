@@ -373,9 +373,8 @@ class ForecastDataModule(ResumableDataModule):
     def loader(self, split: str) -> DataLoader:
         if not self.datasets:
             self.setup()
-        train = split == "train"
-        return self.split_loader(self.datasets[split], train, self.batch_size if train else self.eval_batch_size,
-                                 self.seed, self.num_workers)
+        return self.split_loader(self.datasets[split], split == "train", self.batch_size, self.seed, self.num_workers,
+                                 eval_batch_size=self.eval_batch_size)
 
     def describe(self) -> dict:
         """Plain-Python record of what a model trained on this data expects (kept in checkpoints)."""
