@@ -43,29 +43,32 @@ def _grad_like(g: Optional[torch.Tensor], meta, needed: bool):
 def make_selective_scan(ext):
     class _SelectiveScanCpp(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state):
+        def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, want_last):
             ct = _compute_dtype(u)
             args = [_prep(t, ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
             args[3], args[4] = _bc4(args[3]), _bc4(args[4])
             h0 = _prep(initial_state, ct)
             save = any(ctx.needs_input_grad)
-            out, last, states = ext.fwd(*args, bool(delta_softplus), h0, save)
+            # last_state is only computed when asked for (an empty tensor otherwise, which gets no gradient)
+            out, last, states = ext.fwd(*args, bool(delta_softplus), h0, save, bool(want_last))
             ctx.delta_softplus = bool(delta_softplus)
             ctx.meta = [None if t is None else (t.shape, t.dtype)
                         for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
+            ctx.set_materialize_grads(False)
             if save:
-                ctx.save_for_backward(*args, states)
+                ctx.save_for_backward(*args, h0, states)
             y = out.to(u.dtype)
             last_state = last if ct == torch.float64 else last.to(torch.float32)
             return y, last_state
 
         @staticmethod
         def backward(ctx, dy, dlast):
-            *args, states = ctx.saved_tensors
+            *args, h0, states = ctx.saved_tensors
             ct = args[0].dtype
             dy = torch.zeros_like(args[0]) if dy is None else dy.to(ct).contiguous()
             dlast = None if dlast is None else dlast.to(ct).contiguous()
-            du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = ext.bwd(*args, ctx.delta_softplus, states, dy, dlast)
+            du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = ext.bwd(*args, ctx.delta_softplus, h0, states, dy, dlast,
+                                                                 ctx.needs_input_grad[9])
             need = ctx.needs_input_grad
             u, delta, A, B, C, D, z, delta_bias, h0 = ctx.meta
             return (
@@ -79,13 +82,15 @@ def make_selective_scan(ext):
                 _grad_like(dbias, delta_bias, need[7]),
                 None,
                 _grad_like(dh0, h0, need[9]),
+                None,
             )
 
     def selective_scan_cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                            return_last_state=False, initial_state=None):
         if A.is_complex():
             raise TypeError("the cpp selective scan supports real A only, got a complex A")
-        y, last_state = _SelectiveScanCpp.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+        y, last_state = _SelectiveScanCpp.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                                                return_last_state)
         return (y, last_state) if return_last_state else y
 
     selective_scan_cpp.__name__ = "selective_scan_cpp"

@@ -14,15 +14,16 @@
 //
 // Nothing of size (Bt, D, L, N) is ever materialised. The forward walks each row once with the N-vector state
 // in registers / L1, and (when a backward will follow) stores the state at the start of every chunk of
-// kChunk steps. The backward walks the chunks of a row in reverse: it recomputes the chunk's states and decays
+// kChunk steps after the first (whose start is the initial state). The backward walks the chunks of a row in reverse: it recomputes the chunk's states and decays
 // from its stored start state into a small buffer and then runs the adjoint recurrence
 //   g_t = dy_t * C_t + exp(dt_{t+1} A) * g_{t+1}   (g_{L-1} starts from the gradient of the final state)
 // backwards through it.
 //
-// Parallelism: at::parallel_for over rows (forward) and over (batch, channel segment) tasks (backward). A task
-// owns one segment of channels that lies inside one group of B and of C, so it accumulates the gradients of the
-// input-dependent B / C into its own (L, N) slab; slabs are summed per group afterwards (deterministic: the
-// segmentation depends on the shapes only, not on the number of threads).
+// Parallelism: at::parallel_for over rows (forward) and over (block of batch rows, channel segment) tasks
+// (backward). A task owns one segment of channels that lies inside one group of B and of C, so it accumulates the
+// gradients of the input-dependent B / C into its own (L, N) slab per batch row, and the parameters' gradients
+// into its block's partial sums; slabs and blocks are summed afterwards (deterministic: blocks and segments
+// depend on the shapes only, not on the number of threads).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -78,6 +79,7 @@ struct Ptrs {
   const T* u;
   const T* delta;
   const T* A;
+  const T* As;  // A * kAScale<T> (the exponent's factor of the state step)
   const T* B;  // (D, N) or transposed (Bt, G, L, N)
   const T* C;
   const T* Dv;
@@ -98,6 +100,66 @@ SSMK_INLINE const T* bc_row(const T* base, int64_t groups, const Shapes& s, int6
   *stride = s.nstate;
   return base + (b * groups + g) * s.len * s.nstate;
 }
+
+// exp(dt A) is taken as 2^(dt A') with A' = A * kAScale (log2(e) where the AVX2 step uses exp2_avx2, else 1).
+template <typename T>
+constexpr T kAScale = T(1);
+
+// One step of the state for one row: a_n = exp(dt A_n), h_n = a_n hp_n + dtu B_n (written to hn, which may be hp;
+// a to `a` when it is not null), returns C . h over the real states (padded lanes add nothing: 0 * h would be NaN
+// once a non-finite dt or u reached their h). As = A' (see kAScale), N a multiple of kLanes.
+template <typename T>
+SSMK_INLINE T state_step(const T* SSMK_RESTRICT As, const T* hp, T* hn, T* SSMK_RESTRICT a, T dt, T dtu,
+                         const T* SSMK_RESTRICT Bt, const T* SSMK_RESTRICT Ct, int64_t N, int64_t nreal) {
+  alignas(64) T part[kLanes<T>];
+  zero_lanes(part);
+  for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+    for (int j = 0; j < kLanes<T>; ++j) {
+      const int64_t n = n0 + j;
+      const T an = exp_vec(dt * As[n]);
+      if (a) a[n] = an;
+      const T hv = an * hp[n] + dtu * Bt[n];
+      hn[n] = hv;
+      part[j] += n < nreal ? Ct[n] * hv : T(0);
+    }
+  }
+  return tree_sum(part);
+}
+
+#ifdef SSMK_HAVE_AVX2
+template <>
+constexpr float kAScale<float> = 1.44269504088896341f;
+
+// The float step in AVX2 intrinsics with exp2_avx2 (GCC turns exp_vec's clamps inside the `omp simd` loop above
+// into blend chains: this is about 2x faster per state update); vectors of 8 states, two per iteration.
+template <>
+SSMK_INLINE float state_step<float>(const float* SSMK_RESTRICT As, const float* hp, float* hn, float* SSMK_RESTRICT a,
+                                    float dt, float dtu, const float* SSMK_RESTRICT Bt,
+                                    const float* SSMK_RESTRICT Ct, int64_t N, int64_t nreal) {
+  const __m256 vdt = _mm256_set1_ps(dt), vdtu = _mm256_set1_ps(dtu);
+  const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), vreal = _mm256_set1_ps(static_cast<float>(nreal));
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  auto one = [&](int64_t n, __m256& acc) {
+    const __m256 e = ssmk::exp2_avx2(_mm256_mul_ps(vdt, _mm256_loadu_ps(As + n)));
+    if (a) _mm256_storeu_ps(a + n, e);
+    const __m256 h = _mm256_fmadd_ps(e, _mm256_loadu_ps(hp + n), _mm256_mul_ps(vdtu, _mm256_loadu_ps(Bt + n)));
+    _mm256_storeu_ps(hn + n, h);
+    __m256 ch = _mm256_mul_ps(_mm256_loadu_ps(Ct + n), h);
+    if (n + 8 > nreal)
+      ch = _mm256_and_ps(ch, _mm256_cmp_ps(_mm256_add_ps(iota, _mm256_set1_ps(static_cast<float>(n))), vreal,
+                                           _CMP_LT_OQ));
+    acc = _mm256_add_ps(acc, ch);
+  };
+  for (int64_t n = 0; n < N; n += 16) {
+    one(n, acc0);
+    one(n + 8, acc1);
+  }
+  alignas(32) float part[8];
+  _mm256_store_ps(part, _mm256_add_ps(acc0, acc1));
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+#endif
 
 // dt_i = softplus?(delta_i + bias) for one chunk, vectorised.
 template <typename T>
@@ -127,7 +189,7 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
     const T* SSMK_RESTRICT u = p.u + row * L;
     const T* SSMK_RESTRICT delta = p.delta + row * L;
     const T* SSMK_RESTRICT z = p.z ? p.z + row * L : nullptr;
-    const T* SSMK_RESTRICT A = p.A + d * N;
+    const T* SSMK_RESTRICT As = p.As + d * N;
     int64_t sB, sC;
     const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
     const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
@@ -139,30 +201,16 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
     } else {
       std::fill(h, h + N, T(0));
     }
-    T* st = states ? states + row * s.nchunks * N : nullptr;
+    T* st = states ? states + row * (s.nchunks - 1) * N : nullptr;
     for (int64_t t0 = 0; t0 < L; t0 += K) {
       const int64_t len = std::min(K, L - t0);
-      if (st) std::copy(h, h + N, st + (t0 / K) * N);
+      if (st && t0 > 0) std::copy(h, h + N, st + (t0 / K - 1) * N);
       chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
       for (int64_t i = 0; i < len; ++i) {
         const int64_t t = t0 + i;
         const T dt = dtb[i];
         const T dtu = dt * u[t];
-        const T* SSMK_RESTRICT Bt = Bbase + t * sB;
-        const T* SSMK_RESTRICT Ct = Cbase + t * sC;
-        alignas(64) T part[kLanes<T>];
-        zero_lanes(part);
-        for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
-#pragma omp simd
-          for (int j = 0; j < kLanes<T>; ++j) {
-            const int64_t n = n0 + j;
-            const T hn = exp_vec(dt * A[n]) * h[n] + dtu * Bt[n];
-            h[n] = hn;
-            // Padded lanes add nothing: 0 * h would be NaN once a non-finite dt or u reached their h.
-            part[j] += n < nreal ? Ct[n] * hn : T(0);
-          }
-        }
-        yb[i] = tree_sum(part);
+        yb[i] = state_step<T>(As, h, h, nullptr, dt, dtu, Bbase + t * sB, Cbase + t * sC, N, nreal);
       }
       if (z) {
 #pragma omp simd
@@ -175,8 +223,14 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
         for (int64_t i = 0; i < len; ++i) o[t0 + i] = yb[i] + Dd * u[t0 + i];
       }
     }
-    std::copy(h, h + N, last + row * N);
+    if (last) std::copy(h, h + N, last + row * N);
   }
+}
+
+template <typename T>
+SSMK_INLINE void add_to(T* SSMK_RESTRICT acc, const T* SSMK_RESTRICT x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) acc[i] += x[i];
 }
 
 template <typename T>
@@ -186,13 +240,14 @@ struct Grads {
   T* du;
   T* ddelta;
   T* dz;            // null when no z
-  T* dA_part;       // (Bt, D, N)
-  T* dD_part;       // (Bt, D)
-  T* dbias_part;    // (Bt, D)
-  T* dh0;           // (Bt, D, N)
-  T* dB;            // (Bt, D, N) per-row partials when B invariant, else (Bt, S, L, N) slabs
+  T* dA_part;       // (nblk, D, N), zeroed: one partial sum per block of batch rows
+  T* dD_part;       // (nblk, D), zeroed
+  T* dbias_part;    // (nblk, D), zeroed
+  T* dh0;           // (Bt, D, N), or null when no initial state needs a gradient
+  T* dB;            // (nblk, D, N) zeroed partials when B invariant, else (Bt, S, L, N) slabs
   T* dC;
   int64_t nseg;     // S
+  int64_t bblock;   // batch rows per block
 };
 
 template <typename T>
@@ -215,15 +270,17 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
   T* SSMK_RESTRICT ddtb = ddt_v.data();
   T* SSMK_RESTRICT duBb = duB_v.data();
   for (int64_t task = task_begin; task < task_end; ++task) {
-    const int64_t b = task / gr.nseg, sg = task % gr.nseg;
-    T* slabB = s.gB ? gr.dB + task * L * N : nullptr;
-    T* slabC = s.gC ? gr.dC + task * L * N : nullptr;
+    const int64_t blk = task / gr.nseg, sg = task % gr.nseg;
+    for (int64_t b = blk * gr.bblock; b < std::min(s.batch, (blk + 1) * gr.bblock); ++b) {
+    T* slabB = s.gB ? gr.dB + (b * gr.nseg + sg) * L * N : nullptr;
+    T* slabC = s.gC ? gr.dC + (b * gr.nseg + sg) * L * N : nullptr;
     for (int64_t d = sg * seg; d < (sg + 1) * seg; ++d) {
       const int64_t row = b * s.dim + d;
       const T* SSMK_RESTRICT u = p.u + row * L;
       const T* SSMK_RESTRICT delta = p.delta + row * L;
       const T* SSMK_RESTRICT z = p.z ? p.z + row * L : nullptr;
       const T* SSMK_RESTRICT A = p.A + d * N;
+      const T* SSMK_RESTRICT As = p.As + d * N;
       int64_t sB, sC;
       const T* Bbase = bc_row(p.B, s.gB, s, b, d, &sB);
       const T* Cbase = bc_row(p.C, s.gC, s, b, d, &sC);
@@ -233,7 +290,7 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
       T* SSMK_RESTRICT du = gr.du + row * L;
       T* SSMK_RESTRICT ddelta = gr.ddelta + row * L;
       T* SSMK_RESTRICT dz = gr.dz ? gr.dz + row * L : nullptr;
-      const T* st = states + row * s.nchunks * N;
+      const T* st = states + row * (s.nchunks - 1) * N;  // start states of chunks 1, 2, ...
       if (gr.dlast) {
         std::copy(gr.dlast + row * N, gr.dlast + (row + 1) * N, g);
       } else {
@@ -247,30 +304,19 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
         const int64_t t0 = k * K, len = std::min(K, L - t0);
         chunk_dt(delta + t0, bias, p.use_softplus, len, rawb, dtb);
         // Recompute the chunk from its start state: decays a (row i), states h (row i+1 = h at t0+i), C.h.
-        std::copy(st + k * N, st + (k + 1) * N, hbuf);
+        if (k > 0) {
+          std::copy(st + (k - 1) * N, st + k * N, hbuf);
+        } else if (p.h0) {
+          std::copy(p.h0 + row * N, p.h0 + (row + 1) * N, hbuf);
+        } else {
+          std::fill(hbuf, hbuf + N, T(0));
+        }
         for (int64_t i = 0; i < len; ++i) {
           const int64_t t = t0 + i;
           const T dt = dtb[i];
           const T dtu = dt * u[t];
-          const T* SSMK_RESTRICT Bt = Bbase + t * sB;
-          const T* SSMK_RESTRICT Ct = Cbase + t * sC;
-          const T* SSMK_RESTRICT hp = hbuf + i * N;
-          T* SSMK_RESTRICT hn = hbuf + (i + 1) * N;
-          T* SSMK_RESTRICT a = abuf + i * N;
-          alignas(64) T part[kLanes<T>];
-          zero_lanes(part);
-          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
-#pragma omp simd
-            for (int j = 0; j < kLanes<T>; ++j) {
-              const int64_t n = n0 + j;
-              const T an = exp_vec(dt * A[n]);
-              a[n] = an;
-              const T hv = an * hp[n] + dtu * Bt[n];
-              hn[n] = hv;
-              part[j] += n < nreal ? Ct[n] * hv : T(0);
-            }
-          }
-          yb[i] = tree_sum(part);
+          yb[i] = state_step<T>(As, hbuf + i * N, hbuf + (i + 1) * N, abuf + i * N, dt, dtu, Bbase + t * sB,
+                                Cbase + t * sC, N, nreal);
         }
         // Gradient of the pre-gate output y (and of z).
         if (z) {
@@ -330,12 +376,14 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           dbias_acc += ddtb[i];
         }
       }
-      std::copy(g, g + N, gr.dh0 + row * N);
-      std::copy(dA, dA + N, gr.dA_part + row * N);
-      if (!s.gB) std::copy(dBi, dBi + N, gr.dB + row * N);
-      if (!s.gC) std::copy(dCi, dCi + N, gr.dC + row * N);
-      gr.dD_part[row] = dD_acc;
-      gr.dbias_part[row] = dbias_acc;
+      if (gr.dh0) std::copy(g, g + N, gr.dh0 + row * N);
+      const int64_t part = (blk * s.dim + d) * N;
+      add_to(gr.dA_part + part, dA, N);
+      if (!s.gB) add_to(gr.dB + part, dBi, N);
+      if (!s.gC) add_to(gr.dC + part, dCi, N);
+      gr.dD_part[blk * s.dim + d] += dD_acc;
+      gr.dbias_part[blk * s.dim + d] += dbias_acc;
+    }
     }
   }
 }
@@ -398,6 +446,7 @@ Ptrs<T> make_ptrs(const torch::Tensor& u, const torch::Tensor& delta, const torc
   p.u = u.data_ptr<T>();
   p.delta = delta.data_ptr<T>();
   p.A = A.data_ptr<T>();
+  p.As = A.data_ptr<T>();
   p.B = Bc.data_ptr<T>();
   p.C = Cc.data_ptr<T>();
   p.Dv = Dv.has_value() ? Dv->data_ptr<T>() : nullptr;
@@ -406,6 +455,12 @@ Ptrs<T> make_ptrs(const torch::Tensor& u, const torch::Tensor& delta, const torc
   p.h0 = h0.has_value() ? h0->data_ptr<T>() : nullptr;
   p.use_softplus = sp;
   return p;
+}
+
+// A * kAScale<T>, the state step's exponent factor (A itself when the factor is 1).
+template <typename T>
+torch::Tensor scaled_A(const torch::Tensor& Ap) {
+  return kAScale<T> == T(1) ? Ap : (Ap * kAScale<T>).contiguous();
 }
 
 void check_all(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
@@ -437,12 +492,14 @@ void check_all(const torch::Tensor& u, const torch::Tensor& delta, const torch::
   }
 }
 
-// Returns {out, last_state, chunk_states}; chunk_states is empty unless save_states.
+// Returns {out, last_state, chunk_states}: last_state is empty unless want_last, chunk_states (the start states of
+// chunks 1, 2, ...: chunk 0 starts from initial_state) empty unless save_states. Nothing of size (Bt, D, N) is
+// allocated that the caller does not need: at short L these state-sized buffers cost more than the scan.
 std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
                                     const torch::Tensor& B, const torch::Tensor& C,
                                     const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
                                     const c10::optional<torch::Tensor>& bias, bool delta_softplus,
-                                    const c10::optional<torch::Tensor>& h0, bool save_states) {
+                                    const c10::optional<torch::Tensor>& h0, bool save_states, bool want_last) {
   check_all(u, delta, A, Dv, z, bias, h0);
   const int64_t dim = u.size(1), nstate = A.size(1);
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
@@ -452,19 +509,21 @@ std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor&
   const c10::optional<torch::Tensor> h0p =
       h0.has_value() ? c10::optional<torch::Tensor>(pad_last(*h0, s.nstate)) : c10::nullopt;
   auto out = torch::empty_like(u);
-  auto last = torch::empty({s.batch, s.dim, s.nstate}, u.options());
-  auto states = save_states ? torch::empty({s.batch, s.dim, s.nchunks, s.nstate}, u.options())
+  auto last = want_last ? torch::empty({s.batch, s.dim, s.nstate}, u.options()) : torch::empty({0}, u.options());
+  auto states = save_states ? torch::empty({s.batch, s.dim, s.nchunks - 1, s.nstate}, u.options())
                             : torch::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_fwd", [&] {
-    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
+    Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
+    const torch::Tensor As = scaled_A<scalar_t>(Ap);
+    p.As = As.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    scalar_t* l = last.data_ptr<scalar_t>();
+    scalar_t* l = want_last ? last.data_ptr<scalar_t>() : nullptr;
     scalar_t* st = save_states ? states.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t begin, int64_t end) {
       forward_rows<scalar_t>(p, s, o, l, st, begin, end);
     });
   });
-  return {out, last.narrow(2, 0, s.nreal).contiguous(), states};
+  return {out, want_last ? last.narrow(2, 0, s.nreal).contiguous() : last, states};
 }
 
 // Number of channel segments per batch row for the backward: a multiple of lcm(groups of B, groups of C) that
@@ -480,22 +539,28 @@ int64_t choose_segments(int64_t batch, int64_t dim, int64_t gB, int64_t gC) {
   return best;
 }
 
+// Rows of the batch per block of the backward's partial sums (dA, dD, ddelta_bias and invariant dB / dC are
+// summed per block, then over blocks): about 64 blocks; depends on the shapes only, so results are deterministic.
+int64_t choose_batch_block(int64_t batch) { return std::max<int64_t>(1, batch / 64); }
+
 // Returns {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state} in the layouts of the inputs
-// (dB/dC as (D, N) or (batch, G, N, L)); dD / dz / ddelta_bias are empty when their input is absent.
+// (dB/dC as (D, N) or (batch, G, N, L)); dD / dz / ddelta_bias are empty when their input is absent, and
+// dinitial_state unless want_dh0. h0 is the forward's initial state (chunk 0's start; zero when absent).
 std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
                                     const torch::Tensor& B, const torch::Tensor& C,
                                     const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
                                     const c10::optional<torch::Tensor>& bias, bool delta_softplus,
-                                    const torch::Tensor& states, const torch::Tensor& dout,
-                                    const c10::optional<torch::Tensor>& dlast) {
-  check_all(u, delta, A, Dv, z, bias, c10::nullopt);
+                                    const c10::optional<torch::Tensor>& h0, const torch::Tensor& states,
+                                    const torch::Tensor& dout, const c10::optional<torch::Tensor>& dlast,
+                                    bool want_dh0) {
+  check_all(u, delta, A, Dv, z, bias, h0);
   const int64_t dim = u.size(1), nstate = A.size(1);
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
   auto [gC, Cc] = prep_bc(C, "C", u, dim, nstate);
   const Shapes s = make_shapes(u, A, gB, gC);
   const torch::Tensor Ap = pad_last(A, s.nstate);
   check_input(states, "chunk states", u);
-  TORCH_CHECK(states.dim() == 4 && states.size(2) == s.nchunks && states.size(3) == s.nstate,
+  TORCH_CHECK(states.numel() == s.batch * s.dim * (s.nchunks - 1) * s.nstate,
               "chunk states have the wrong shape");
   check_input(dout, "grad of output", u);
   TORCH_CHECK(dout.sizes() == u.sizes(), "grad of output must have u's shape");
@@ -506,20 +571,25 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
   const c10::optional<torch::Tensor> dlastp =
       dlast.has_value() ? c10::optional<torch::Tensor>(pad_last(dlast->view({s.batch, s.dim, s.nreal}), s.nstate))
                         : c10::nullopt;
+  const c10::optional<torch::Tensor> h0p =
+      h0.has_value() ? c10::optional<torch::Tensor>(pad_last(*h0, s.nstate)) : c10::nullopt;
   const int64_t S = choose_segments(s.batch, s.dim, gB, gC);
+  const int64_t bblock = choose_batch_block(s.batch), nblk = (s.batch + bblock - 1) / bblock;
   auto du = torch::empty_like(u);
   auto ddelta = torch::empty_like(u);
   auto dz = z.has_value() ? torch::empty_like(u) : torch::empty({0}, u.options());
-  auto dA_part = torch::empty({s.batch, s.dim, s.nstate}, u.options());
-  auto dD_part = torch::empty({s.batch, s.dim}, u.options());
-  auto dbias_part = torch::empty({s.batch, s.dim}, u.options());
-  auto dh0 = torch::empty({s.batch, s.dim, s.nstate}, u.options());
+  auto dA_part = torch::zeros({nblk, s.dim, s.nstate}, u.options());
+  auto dD_part = torch::zeros({nblk, s.dim}, u.options());
+  auto dbias_part = torch::zeros({nblk, s.dim}, u.options());
+  auto dh0 = want_dh0 ? torch::empty({s.batch, s.dim, s.nstate}, u.options()) : torch::empty({0}, u.options());
   auto dBbuf = gB ? torch::zeros({s.batch, S, s.len, s.nstate}, u.options())
-                  : torch::empty({s.batch, s.dim, s.nstate}, u.options());
+                  : torch::zeros({nblk, s.dim, s.nstate}, u.options());
   auto dCbuf = gC ? torch::zeros({s.batch, S, s.len, s.nstate}, u.options())
-                  : torch::empty({s.batch, s.dim, s.nstate}, u.options());
+                  : torch::zeros({nblk, s.dim, s.nstate}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_bwd", [&] {
-    const Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, c10::nullopt, delta_softplus);
+    Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
+    const torch::Tensor As = scaled_A<scalar_t>(Ap);
+    p.As = As.data_ptr<scalar_t>();
     Grads<scalar_t> gr;
     gr.dout = dout.data_ptr<scalar_t>();
     gr.dlast = dlastp.has_value() ? dlastp->data_ptr<scalar_t>() : nullptr;
@@ -529,12 +599,13 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
     gr.dA_part = dA_part.data_ptr<scalar_t>();
     gr.dD_part = dD_part.data_ptr<scalar_t>();
     gr.dbias_part = dbias_part.data_ptr<scalar_t>();
-    gr.dh0 = dh0.data_ptr<scalar_t>();
+    gr.dh0 = want_dh0 ? dh0.data_ptr<scalar_t>() : nullptr;
     gr.dB = dBbuf.data_ptr<scalar_t>();
     gr.dC = dCbuf.data_ptr<scalar_t>();
     gr.nseg = S;
+    gr.bblock = bblock;
     const scalar_t* st = states.data_ptr<scalar_t>();
-    at::parallel_for(0, s.batch * S, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, nblk * S, 1, [&](int64_t begin, int64_t end) {
       backward_tasks<scalar_t>(p, s, st, gr, begin, end);
     });
   });
@@ -553,7 +624,7 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
           Dv.has_value() ? dD_part.sum(0) : empty,
           dz,
           bias.has_value() ? dbias_part.sum(0) : empty,
-          dh0.narrow(2, 0, s.nreal)};
+          want_dh0 ? dh0.narrow(2, 0, s.nreal) : dh0};
 }
 
 }  // namespace

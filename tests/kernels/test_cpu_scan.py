@@ -55,6 +55,34 @@ def test_lengths(cpp, dtype, length):
     cases.assert_matches_oracle(cpp, case, sp, TOL[dtype])
 
 
+@pytest.mark.parametrize("layout", ["inv", "var", "grp"])
+@pytest.mark.parametrize("has_h0", [False, True])
+def test_batch_blocks_and_no_last_state(cpp, layout, has_h0):
+    """A batch of 131 rows (the backward sums parameter gradients in blocks of 2 rows: 66 blocks, the last one
+    short), two chunks, and the call most training makes: no last state asked for (the kernel then computes none);
+    gradients of every input against the oracle. Then the same with the initial state frozen (no dh0 computed)."""
+    case, sp = cases.make_case(batch=131, dim=4, nstate=5, length=70, layout=layout, dtype=torch.float64,
+                               has_h0=has_h0)
+
+    def grads_of(fn, c, frozen=()):
+        leaves = {k: (v.detach().clone().requires_grad_(k not in frozen) if v is not None else None)
+                  for k, v in c.items()}
+        y = cases.call(fn, leaves, sp, return_last_state=False)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        present = [k for k in cases.NAMES if leaves[k] is not None and k not in frozen]
+        return y, dict(zip(present, torch.autograd.grad((y * gy).sum(), [leaves[k] for k in present])))
+
+    y, grads = grads_of(cpp, case)
+    y_ref, grads_ref = grads_of(cases.scan_oracle, case)
+    assert cases.rel_err(y, y_ref) < TOL[torch.float64]
+    assert set(grads) == set(grads_ref)
+    for k in grads_ref:
+        assert cases.rel_err(grads[k], grads_ref[k]) < TOL[torch.float64], k
+    if has_h0:
+        _, frozen = grads_of(cpp, case, frozen=("initial_state",))
+        assert "initial_state" not in frozen and torch.equal(frozen["A"], grads["A"])
+
+
 @pytest.mark.parametrize("nstate", [1, 8, 16, 17, 40])
 def test_state_sizes(cpp, nstate):
     """N that is below, equal to and above the vector width (the state is padded to whole vectors)."""
