@@ -11,6 +11,7 @@ from .. import BackendUnavailable
 _SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
             "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"]),
             "bimamba_conv": ("bimamba_scan", ["bimamba_scan.cpp"]),
+            "causal_conv1d": ("causal_conv", ["causal_conv.cpp"]),
             "selective_scan_2d": ("chimera2d", ["chimera2d.cpp"]),
             "companion_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
             "closed_loop_krylov": ("companion_krylov", ["companion_krylov.cpp"]),
@@ -43,6 +44,10 @@ def load(op, device):
         from .scan import make_selective_scan
 
         fn = make_selective_scan(ext)
+    elif op == "causal_conv1d":
+        from .causal_conv import make_causal_conv1d
+
+        fn = make_causal_conv1d(ext)
     elif op in ("bimamba_scan", "bimamba_conv"):
         from . import bimamba
 
