@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
 from ssmkit.train import TaskBase
 
 from .data import save_item_map
+from .loss import tied_cross_entropy
 from .models.base import SequentialRecommender
 
 
@@ -155,10 +155,9 @@ class SequentialRecTask(TaskBase):
         return self.model(batch["items"], batch["length"], batch.get("times"))
 
     def training_step(self, batch, batch_idx):
-        logits = self(batch)
-        logits[:, 0] = float("-inf")
-        loss = F.cross_entropy(logits, batch["target"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        h = self.model.represent(batch["items"], batch["length"], batch.get("times"))
+        loss = tied_cross_entropy(h, self.model.item_embedding.weight, batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(h))
         return loss
 
     def _evaluate(self, stage: str, batch) -> None:

@@ -149,9 +149,14 @@ class SequentialRecommender(nn.Module):
         """(B, D) -> (B, n_items + 1) logits h . E^T (column 0 = padding; the task masks it)."""
         return F.linear(h, self.item_embedding.weight)
 
+    def represent(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
+        """User representation (B, D): `encode`, run in length groups unless `group_by_length` is off."""
+        if self.group_by_length:
+            return self.encode_by_length(items, lengths, times)
+        return self.encode(items, lengths, times)
+
     def forward(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None):
-        h = self.encode_by_length(items, lengths, times) if self.group_by_length else self.encode(items, lengths, times)
-        return self.scores(h)
+        return self.scores(self.represent(items, lengths, times))
 
     def encode_by_length(self, items: torch.Tensor, lengths: torch.Tensor, times: Optional[torch.Tensor] = None,
                          bounds: Tuple[int, ...] = LENGTH_BUCKETS) -> torch.Tensor:
