@@ -161,6 +161,79 @@ SSMK_INLINE float state_step<float>(const float* SSMK_RESTRICT As, const float* 
 }
 #endif
 
+// One step of the adjoint recurrence for one row (walking time backwards): with g the gradient of the state after
+// this step, gn = g + dy C_t is the gradient of h_t; accumulates dA, dB_t, dC_t, sets g to the gradient of h_{t-1}
+// (gn a) and returns the step's gradients of dt (before softplus) and of dt u through B in *ddt, *duB. Padded
+// lanes add nothing to the two sums (as in state_step).
+template <typename T>
+SSMK_INLINE void adjoint_step(const T* SSMK_RESTRICT A, const T* SSMK_RESTRICT Bt, const T* SSMK_RESTRICT Ct,
+                              const T* SSMK_RESTRICT hp, const T* SSMK_RESTRICT hc, const T* SSMK_RESTRICT a,
+                              T* SSMK_RESTRICT g, T* SSMK_RESTRICT dA, T* SSMK_RESTRICT dBt, T* SSMK_RESTRICT dCt,
+                              T dt, T ut, T dy, int64_t N, int64_t nreal, T* ddt, T* duB) {
+  const T dtu = dt * ut;
+  alignas(64) T pddt[kLanes<T>];
+  alignas(64) T pduB[kLanes<T>];
+  zero_lanes(pddt);
+  zero_lanes(pduB);
+  for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
+#pragma omp simd
+    for (int j = 0; j < kLanes<T>; ++j) {
+      const int64_t n = n0 + j;
+      const T gn = g[n] + dy * Ct[n];
+      const T ha = hp[n] * a[n];
+      pddt[j] += n < nreal ? gn * (ha * A[n] + Bt[n] * ut) : T(0);
+      dA[n] += gn * ha * dt;
+      pduB[j] += n < nreal ? gn * Bt[n] : T(0);
+      dBt[n] += gn * dtu;
+      dCt[n] += dy * hc[n];
+      g[n] = gn * a[n];
+    }
+  }
+  *ddt = tree_sum(pddt);
+  *duB = tree_sum(pduB);
+}
+
+#ifdef SSMK_HAVE_AVX2
+// The float adjoint step in AVX2 intrinsics: the sums stay in registers and the padded-lane mask is applied only
+// to the vector that holds padded lanes.
+template <>
+SSMK_INLINE void adjoint_step<float>(const float* SSMK_RESTRICT A, const float* SSMK_RESTRICT Bt,
+                                     const float* SSMK_RESTRICT Ct, const float* SSMK_RESTRICT hp,
+                                     const float* SSMK_RESTRICT hc, const float* SSMK_RESTRICT a,
+                                     float* SSMK_RESTRICT g, float* SSMK_RESTRICT dA, float* SSMK_RESTRICT dBt,
+                                     float* SSMK_RESTRICT dCt, float dt, float ut, float dy, int64_t N, int64_t nreal,
+                                     float* ddt, float* duB) {
+  const __m256 vdt = _mm256_set1_ps(dt), vut = _mm256_set1_ps(ut), vdy = _mm256_set1_ps(dy);
+  const __m256 vdtu = _mm256_set1_ps(dt * ut);
+  const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), vreal = _mm256_set1_ps(static_cast<float>(nreal));
+  __m256 sddt = _mm256_setzero_ps(), sduB = _mm256_setzero_ps();
+  for (int64_t n = 0; n < N; n += 8) {
+    const __m256 Bn = _mm256_loadu_ps(Bt + n), an = _mm256_loadu_ps(a + n);
+    const __m256 gn = _mm256_fmadd_ps(vdy, _mm256_loadu_ps(Ct + n), _mm256_loadu_ps(g + n));
+    const __m256 ha = _mm256_mul_ps(_mm256_loadu_ps(hp + n), an);
+    __m256 t_ddt = _mm256_mul_ps(gn, _mm256_fmadd_ps(ha, _mm256_loadu_ps(A + n), _mm256_mul_ps(Bn, vut)));
+    __m256 t_duB = _mm256_mul_ps(gn, Bn);
+    if (n + 8 > nreal) {
+      const __m256 real = _mm256_cmp_ps(_mm256_add_ps(iota, _mm256_set1_ps(static_cast<float>(n))), vreal,
+                                        _CMP_LT_OQ);
+      t_ddt = _mm256_and_ps(t_ddt, real);
+      t_duB = _mm256_and_ps(t_duB, real);
+    }
+    sddt = _mm256_add_ps(sddt, t_ddt);
+    sduB = _mm256_add_ps(sduB, t_duB);
+    _mm256_storeu_ps(dA + n, _mm256_fmadd_ps(_mm256_mul_ps(gn, ha), vdt, _mm256_loadu_ps(dA + n)));
+    _mm256_storeu_ps(dBt + n, _mm256_fmadd_ps(gn, vdtu, _mm256_loadu_ps(dBt + n)));
+    _mm256_storeu_ps(dCt + n, _mm256_fmadd_ps(vdy, _mm256_loadu_ps(hc + n), _mm256_loadu_ps(dCt + n)));
+    _mm256_storeu_ps(g + n, _mm256_mul_ps(gn, an));
+  }
+  alignas(32) float part[8];
+  _mm256_store_ps(part, sddt);
+  *ddt = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  _mm256_store_ps(part, sduB);
+  *duB = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+#endif
+
 // dt_i = softplus?(delta_i + bias) for one chunk, vectorised.
 template <typename T>
 SSMK_INLINE void chunk_dt(const T* SSMK_RESTRICT delta, T bias, bool use_softplus, int64_t len, T* SSMK_RESTRICT raw,
@@ -334,7 +407,6 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
         for (int64_t i = len - 1; i >= 0; --i) {
           const int64_t t = t0 + i;
           const T ut = u[t], dt = dtb[i], dy = dyb[i];
-          const T dtu = dt * ut;
           const T* SSMK_RESTRICT Bt = Bbase + t * sB;
           const T* SSMK_RESTRICT Ct = Cbase + t * sC;
           const T* SSMK_RESTRICT hp = hbuf + i * N;
@@ -342,26 +414,7 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           const T* SSMK_RESTRICT a = abuf + i * N;
           T* SSMK_RESTRICT dBt = slabB ? slabB + t * N : dBi;
           T* SSMK_RESTRICT dCt = slabC ? slabC + t * N : dCi;
-          alignas(64) T pddt[kLanes<T>];
-          alignas(64) T pduB[kLanes<T>];
-          zero_lanes(pddt);
-          zero_lanes(pduB);
-          for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
-#pragma omp simd
-            for (int j = 0; j < kLanes<T>; ++j) {
-              const int64_t n = n0 + j;
-              const T gn = g[n] + dy * Ct[n];
-              const T ha = hp[n] * a[n];
-              pddt[j] += n < nreal ? gn * (ha * A[n] + Bt[n] * ut) : T(0);
-              dA[n] += gn * ha * dt;
-              pduB[j] += n < nreal ? gn * Bt[n] : T(0);
-              dBt[n] += gn * dtu;
-              dCt[n] += dy * hc[n];
-              g[n] = gn * a[n];
-            }
-          }
-          ddtb[i] = tree_sum(pddt);
-          duBb[i] = tree_sum(pduB);
+          adjoint_step<T>(A, Bt, Ct, hp, hc, a, g, dA, dBt, dCt, dt, ut, dy, N, nreal, ddtb + i, duBb + i);
         }
         if (p.use_softplus) {
 #pragma omp simd
