@@ -1,7 +1,9 @@
 """SSD speed: the chunked matrix form (`ssd`) against the sequential oracle (`ssd_ref`), measured in one run.
 
 Prints a table and writes benchmarks/results/ssd.json. Default shape: batch 2, L 1024, H 8, P 64, N 64, fp32.
-    python benchmarks/ssd.py [--threads 1] [--repeats 3] [--chunks 32 64 128 256]
+    python benchmarks/ssd.py [--threads 1] [--repeats 3] [--chunks 32 64 128 256] [--backend torch cpp]
+--backend takes several backends, measured in the same run: e.g. the chunked form (torch) against the C++
+scalar-A scan (cpp) at a recommender's shape, --batch 2048 --L 10 --H 4 --P 32 --N 32 --chunks 32.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="torch", help="backend of the chunked path (torch, auto, mamba_ssm)")
+    p.add_argument("--backend", nargs="+", default=["torch"], help="backends of `ssd` (torch, cpp, auto, mamba_ssm)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ssd.json"))
     a = p.parse_args()
     if a.threads:
@@ -61,10 +63,11 @@ def main():
     rows = []
     ref_fwd, ref_fb = measure(lambda **k: ssd_ref(**k), inp, a.repeats, device)
     rows.append(dict(impl="ssd_ref (loop)", chunk=None, fwd_s=ref_fwd, fwd_bwd_s=ref_fb, fwd_x=1.0, fwd_bwd_x=1.0))
-    for q in a.chunks:
-        t_fwd, t_fb = measure(lambda **k: ssd(**k, chunk_size=q, backend=a.backend), inp, a.repeats, device)
-        rows.append(dict(impl=f"ssd ({a.backend})", chunk=q, fwd_s=t_fwd, fwd_bwd_s=t_fb,
-                         fwd_x=ref_fwd / t_fwd, fwd_bwd_x=ref_fb / t_fb))
+    for backend in a.backend:
+        for q in a.chunks:
+            t_fwd, t_fb = measure(lambda **k: ssd(**k, chunk_size=q, backend=backend), inp, a.repeats, device)
+            rows.append(dict(impl=f"ssd ({backend})", chunk=q, fwd_s=t_fwd, fwd_bwd_s=t_fb,
+                             fwd_x=ref_fwd / t_fwd, fwd_bwd_x=ref_fb / t_fb))
 
     shape = f"batch {a.batch}, L {a.L}, H {a.H}, P {a.P}, N {a.N}, G {a.G}, fp32, {device}, " \
             f"{torch.get_num_threads()} thread(s)"

@@ -137,7 +137,8 @@ def test_auto_on_cpu_never_picks_triton(tri):
     """Even with the interpreter on, backend='auto' on CPU tensors keeps the CPU order (cpp, then PyTorch)."""
     def torch_impl():
         pass
-    assert select("ssd", "auto", torch.device("cpu"), torch_impl) is torch_impl
+    chosen = select("ssd", "auto", torch.device("cpu"), torch_impl)
+    assert chosen is torch_impl or chosen.__name__ == "ssd_cpp"
 
 
 def test_strided_views(tri):
