@@ -43,3 +43,28 @@ def test_bad_shapes_name_the_argument():
         tied_cross_entropy(torch.randn(2, 3), torch.randn(5, 3), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="weight"):
         tied_cross_entropy(torch.randn(2, 3), torch.randn(5, 4), torch.tensor([1, 2]))
+
+
+def test_training_step_loss_equals_benchmarks_full_logits_loss(inter_file):
+    """The task trains on tied_cross_entropy; benchmarks/recsys.py times it against F.cross_entropy on the full
+    score matrix. Both are the same loss on a real batch and model (dropout off), with the same gradients."""
+    import importlib.util
+    import pathlib
+
+    from ssmkit.recsys.data import SequentialDataModule
+    from ssmkit.recsys.models import Mamba4Rec
+    from ssmkit.recsys.task import SequentialRecTask
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "recsys.py"
+    spec = importlib.util.spec_from_file_location("bench_recsys_loss", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    dm = SequentialDataModule(str(inter_file), batch_size=32, user_min=1, item_min=1)
+    dm.setup("fit")
+    task = SequentialRecTask(Mamba4Rec(n_items=dm.n_items, hidden_size=16, d_state=8)).double().eval()
+    batch = next(iter(dm.train_dataloader()))
+    ours, full = task.training_step(batch, 0), bench.full_logits_loss(task, batch)
+    g_ours = torch.autograd.grad(ours, list(task.parameters()))
+    g_full = torch.autograd.grad(full, list(task.parameters()))
+    assert abs(ours.item() - full.item()) < 1e-12
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_ours, g_full))
