@@ -2,8 +2,7 @@
 
 Prints a table and writes benchmarks/results/ssd.json. Default shape: batch 2, L 1024, H 8, P 64, N 64, fp32.
     python benchmarks/ssd.py [--threads 1] [--repeats 3] [--chunks 32 64 128 256] [--backend torch cpp]
---backend takes several backends, measured in the same run: e.g. the chunked form (torch) against the C++
-scalar-A scan (cpp) at a recommender's shape, --batch 2048 --L 10 --H 4 --P 32 --N 32 --chunks 32.
+--backend takes several backends (torch, auto, triton, mamba_ssm), measured in the same run.
 """
 from __future__ import annotations
 
@@ -52,7 +51,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", nargs="+", default=["torch"], help="backends of `ssd` (torch, cpp, auto, mamba_ssm)")
+    p.add_argument("--backend", nargs="+", default=["torch"], help="backends of `ssd` (torch, auto, triton, mamba_ssm)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ssd.json"))
     a = p.parse_args()
     if a.threads:

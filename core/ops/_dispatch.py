@@ -33,9 +33,6 @@ class Supports:
     # "auto" picks it when a gradient is needed; False where its backward re-runs the PyTorch path, so that a
     # training call is faster on that path alone (an explicit request still gets it)
     auto_with_grad: bool = True
-    # "auto" picks it only for calls where this is true (None: every call it takes): for a kernel that is faster
-    # than the PyTorch path on some shapes only (an explicit request still gets it)
-    auto_when: Optional[Callable[[dict], bool]] = None
 
 
 @dataclass(frozen=True)
@@ -77,26 +74,12 @@ def _inference_one_dtype(kwargs: dict) -> Optional[str]:
     return _same_dtypes(kwargs)
 
 
-def _at_most_two_chunks(kwargs: dict) -> bool:
-    return kwargs["x"].shape[1] <= 2 * kwargs["chunk_size"]
-
-
-def _default_dt_limit(kwargs: dict) -> Optional[str]:
-    limit = tuple(kwargs.get("dt_limit", (0.0, float("inf"))))
-    return None if limit == (0.0, float("inf")) else f"dt_limit must be the default (0, inf), got {limit}"
-
-
 _FP32_64 = frozenset({torch.float32, torch.float64})
 _SCAN = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state"})
 _SSD = frozenset({"D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx", "return_final_states"})
 SUPPORTS: Dict[str, Dict[str, Supports]] = {
     "cpp": {"selective_scan": Supports(_SCAN),
-            "causal_conv1d": Supports(frozenset({"bias", "activation", "initial_state", "return_final_state"}),
-                                      _FP32_64, check=_same_dtypes),
-            # SSD as the scalar-A selective scan; the default dt_limit only (its clamp is not in the kernel). Step by
-            # step it beats the chunked form on sequences of a chunk or two (1.2-3x at recommender shapes) and loses
-            # on long ones (0.5x at a Mamba-2 LM layer, L 1024): "auto" takes it up to two chunks
-            "ssd": Supports(_SSD - {"seq_idx"}, check=_default_dt_limit, auto_when=_at_most_two_chunks),
+            "causal_conv1d": Supports(frozenset({"bias", "activation"}), _FP32_64, check=_same_dtypes),
             "selective_scan_2d": Supports(frozenset({"D", "delta_bias", "delta_softplus"})),
             "companion_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
             "closed_loop_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
@@ -161,11 +144,9 @@ def inference_kernel(op: str, backend: str, x: torch.Tensor, args: FrozenSet[str
     return None
 
 
-def _slower_here(backend: str, op: str, call: Call) -> bool:
-    """Whether "auto" passes `backend` over for this call as slower than the PyTorch path: it needs a gradient
-    (`Supports.auto_with_grad`) or its shapes are not the kernel's (`Supports.auto_when`)."""
-    s = SUPPORTS[backend][op]
-    return (call.grad and not s.auto_with_grad) or (s.auto_when is not None and not s.auto_when(call.kwargs))
+def _slower_for_grad(backend: str, op: str, call: Call) -> bool:
+    """Whether "auto" passes `backend` over for this call because it needs a gradient (`Supports.auto_with_grad`)."""
+    return call.grad and not SUPPORTS[backend][op].auto_with_grad
 
 
 def select(op: str, backend: str, device: torch.device, torch_impl: Callable, call: Optional[Call] = None) -> Callable:
@@ -181,7 +162,7 @@ def select(op: str, backend: str, device: torch.device, torch_impl: Callable, ca
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ()):
             if kernels.auto_enabled(name) and (call is None or (unsupported(name, op, call) is None
-                                                                 and not _slower_here(name, op, call))):
+                                                                 and not _slower_for_grad(name, op, call))):
                 try:
                     return kernels.load(name, op, device)
                 except kernels.BackendUnavailable:

@@ -9,7 +9,6 @@ from .. import BackendUnavailable
 
 # op -> (extension name, C++ sources in this folder)
 _SOURCES = {"selective_scan": ("selective_scan", ["selective_scan.cpp"]),
-            "ssd": ("selective_scan", ["selective_scan.cpp"]),
             "bimamba_scan": ("bimamba_scan", ["bimamba_scan.cpp"]),
             "bimamba_conv": ("bimamba_scan", ["bimamba_scan.cpp"]),
             "causal_conv1d": ("causal_conv", ["causal_conv.cpp"]),
@@ -41,10 +40,10 @@ def load(op, device):
     if op in _CALLABLES:
         return _CALLABLES[op]
     ext = extension(op)
-    if op in ("selective_scan", "ssd"):
-        from . import scan
+    if op == "selective_scan":
+        from .scan import make_selective_scan
 
-        fn = (scan.make_selective_scan if op == "selective_scan" else scan.make_ssd)(ext)
+        fn = make_selective_scan(ext)
     elif op == "causal_conv1d":
         from .causal_conv import make_causal_conv1d
 

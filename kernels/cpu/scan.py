@@ -40,20 +40,18 @@ def _grad_like(g: Optional[torch.Tensor], meta, needed: bool):
     return g.reshape(shape).to(dtype)
 
 
-def _scan_function(ext):
-    """The autograd Function around ext.fwd / ext.bwd; `scalar_a` tells the kernel each row of A is one value."""
-
+def make_selective_scan(ext):
     class _SelectiveScanCpp(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, want_last, scalar_a):
+        def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, want_last):
             ct = _compute_dtype(u)
             args = [_prep(t, ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
             args[3], args[4] = _bc4(args[3]), _bc4(args[4])
             h0 = _prep(initial_state, ct)
             save = any(ctx.needs_input_grad)
             # last_state is only computed when asked for (an empty tensor otherwise, which gets no gradient)
-            out, last, states = ext.fwd(*args, bool(delta_softplus), h0, save, bool(want_last), scalar_a)
-            ctx.delta_softplus, ctx.scalar_a = bool(delta_softplus), scalar_a
+            out, last, states = ext.fwd(*args, bool(delta_softplus), h0, save, bool(want_last))
+            ctx.delta_softplus = bool(delta_softplus)
             ctx.meta = [None if t is None else (t.shape, t.dtype)
                         for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
             ctx.set_materialize_grads(False)
@@ -70,7 +68,7 @@ def _scan_function(ext):
             dy = torch.zeros_like(args[0]) if dy is None else dy.to(ct).contiguous()
             dlast = None if dlast is None else dlast.to(ct).contiguous()
             du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = ext.bwd(*args, ctx.delta_softplus, h0, states, dy, dlast,
-                                                                 ctx.needs_input_grad[9], ctx.scalar_a)
+                                                                 ctx.needs_input_grad[9])
             need = ctx.needs_input_grad
             u, delta, A, B, C, D, z, delta_bias, h0 = ctx.meta
             return (
@@ -85,50 +83,15 @@ def _scan_function(ext):
                 None,
                 _grad_like(dh0, h0, need[9]),
                 None,
-                None,
             )
-
-    return _SelectiveScanCpp
-
-
-def make_selective_scan(ext):
-    fn = _scan_function(ext)
 
     def selective_scan_cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                            return_last_state=False, initial_state=None):
         if A.is_complex():
             raise TypeError("the cpp selective scan supports real A only, got a complex A")
-        y, last_state = fn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                                 return_last_state, False)
+        y, last_state = _SelectiveScanCpp.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                                                return_last_state)
         return (y, last_state) if return_last_state else y
 
     selective_scan_cpp.__name__ = "selective_scan_cpp"
     return selective_scan_cpp
-
-
-def make_ssd(ext):
-    """SSD (`ssmkit.core.ops.ssd` semantics, default dt_limit, no seq_idx) as the selective scan with each head's
-    scalar A repeated over its P channels and N states: the same recurrence, run step by step with one exponential
-    per head and step. On CPU at short sequences this beats the chunked matrix form, whose Q x Q blocks and
-    einsums cost more than the scan itself (`benchmarks/ssd.py`)."""
-    fn = _scan_function(ext)
-
-    def ssd_cpp(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
-                dt_softplus=False, dt_limit=None, return_final_states=False):
-        batch, L, H, P = x.shape
-        N = B.shape[-1]
-        per_channel = lambda t: t.repeat_interleave(P, dim=-1)  # noqa: E731  (..., H) -> (..., H * P)
-        u = x.reshape(batch, L, H * P).transpose(1, 2)
-        delta = per_channel(dt).transpose(1, 2)
-        A_rows = per_channel(A)[:, None].expand(H * P, N)
-        D_rows = None if D is None else (per_channel(D) if D.dim() == 1 else D.reshape(H * P))
-        zc = None if z is None else z.reshape(batch, L, H * P).transpose(1, 2)
-        bias = None if dt_bias is None else per_channel(dt_bias)
-        h0 = None if initial_states is None else initial_states.reshape(batch, H * P, N)
-        y, last = fn.apply(u, delta, A_rows, B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1), D_rows, zc, bias,
-                           dt_softplus, h0, return_final_states, True)
-        y = y.transpose(1, 2).reshape(batch, L, H, P)
-        return (y, last.reshape(batch, H, P, N)) if return_final_states else y
-
-    ssd_cpp.__name__ = "ssd_cpp"
-    return ssd_cpp

@@ -87,7 +87,6 @@ struct Ptrs {
   const T* bias;
   const T* h0;
   bool use_softplus;
-  bool scalar_a;  // every row's A is one value repeated over the states (SSD): one exp per step, not N
 };
 
 // Pointer to B_t / C_t for row (b, d) at time 0 and the stride between time steps.
@@ -111,16 +110,14 @@ constexpr T kAScale = T(1);
 // once a non-finite dt or u reached their h). As = A' (see kAScale), N a multiple of kLanes.
 template <typename T>
 SSMK_INLINE T state_step(const T* SSMK_RESTRICT As, const T* hp, T* hn, T* SSMK_RESTRICT a, T dt, T dtu,
-                         const T* SSMK_RESTRICT Bt, const T* SSMK_RESTRICT Ct, int64_t N, int64_t nreal,
-                         bool scalar_a) {
-  const T a0 = scalar_a ? exp_vec(dt * As[0]) : T(0);
+                         const T* SSMK_RESTRICT Bt, const T* SSMK_RESTRICT Ct, int64_t N, int64_t nreal) {
   alignas(64) T part[kLanes<T>];
   zero_lanes(part);
   for (int64_t n0 = 0; n0 < N; n0 += kLanes<T>) {
 #pragma omp simd
     for (int j = 0; j < kLanes<T>; ++j) {
       const int64_t n = n0 + j;
-      const T an = scalar_a ? a0 : exp_vec(dt * As[n]);
+      const T an = exp_vec(dt * As[n]);
       if (a) a[n] = an;
       const T hv = an * hp[n] + dtu * Bt[n];
       hn[n] = hv;
@@ -139,14 +136,12 @@ constexpr float kAScale<float> = 1.44269504088896341f;
 template <>
 SSMK_INLINE float state_step<float>(const float* SSMK_RESTRICT As, const float* hp, float* hn, float* SSMK_RESTRICT a,
                                     float dt, float dtu, const float* SSMK_RESTRICT Bt,
-                                    const float* SSMK_RESTRICT Ct, int64_t N, int64_t nreal,
-                                    bool scalar_a) {
+                                    const float* SSMK_RESTRICT Ct, int64_t N, int64_t nreal) {
   const __m256 vdt = _mm256_set1_ps(dt), vdtu = _mm256_set1_ps(dtu);
-  const __m256 e0 = scalar_a ? ssmk::exp2_avx2(_mm256_set1_ps(dt * As[0])) : _mm256_setzero_ps();
   const __m256 iota = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), vreal = _mm256_set1_ps(static_cast<float>(nreal));
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   auto one = [&](int64_t n, __m256& acc) {
-    const __m256 e = scalar_a ? e0 : ssmk::exp2_avx2(_mm256_mul_ps(vdt, _mm256_loadu_ps(As + n)));
+    const __m256 e = ssmk::exp2_avx2(_mm256_mul_ps(vdt, _mm256_loadu_ps(As + n)));
     if (a) _mm256_storeu_ps(a + n, e);
     const __m256 h = _mm256_fmadd_ps(e, _mm256_loadu_ps(hp + n), _mm256_mul_ps(vdtu, _mm256_loadu_ps(Bt + n)));
     _mm256_storeu_ps(hn + n, h);
@@ -288,7 +283,7 @@ void forward_rows(const Ptrs<T>& p, const Shapes& s, T* out, T* last, T* states,
         const int64_t t = t0 + i;
         const T dt = dtb[i];
         const T dtu = dt * u[t];
-        yb[i] = state_step<T>(As, h, h, nullptr, dt, dtu, Bbase + t * sB, Cbase + t * sC, N, nreal, p.scalar_a);
+        yb[i] = state_step<T>(As, h, h, nullptr, dt, dtu, Bbase + t * sB, Cbase + t * sC, N, nreal);
       }
       if (z) {
 #pragma omp simd
@@ -394,7 +389,7 @@ void backward_tasks(const Ptrs<T>& p, const Shapes& s, const T* states, const Gr
           const T dt = dtb[i];
           const T dtu = dt * u[t];
           yb[i] = state_step<T>(As, hbuf + i * N, hbuf + (i + 1) * N, abuf + i * N, dt, dtu, Bbase + t * sB,
-                                Cbase + t * sC, N, nreal, p.scalar_a);
+                                Cbase + t * sC, N, nreal);
         }
         // Gradient of the pre-gate output y (and of z).
         if (z) {
@@ -512,7 +507,6 @@ Ptrs<T> make_ptrs(const torch::Tensor& u, const torch::Tensor& delta, const torc
   p.bias = bias.has_value() ? bias->data_ptr<T>() : nullptr;
   p.h0 = h0.has_value() ? h0->data_ptr<T>() : nullptr;
   p.use_softplus = sp;
-  p.scalar_a = false;
   return p;
 }
 
@@ -554,14 +548,11 @@ void check_all(const torch::Tensor& u, const torch::Tensor& delta, const torch::
 // Returns {out, last_state, chunk_states}: last_state is empty unless want_last, chunk_states (the start states of
 // chunks 1, 2, ...: chunk 0 starts from initial_state) empty unless save_states. Nothing of size (Bt, D, N) is
 // allocated that the caller does not need: at short L these state-sized buffers cost more than the scan.
-// scalar_a: the caller promises that each row of A holds one value (SSD's per-head A expanded over channels and
-// states), so a step takes one exponential instead of N.
 std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
                                     const torch::Tensor& B, const torch::Tensor& C,
                                     const c10::optional<torch::Tensor>& Dv, const c10::optional<torch::Tensor>& z,
                                     const c10::optional<torch::Tensor>& bias, bool delta_softplus,
-                                    const c10::optional<torch::Tensor>& h0, bool save_states, bool want_last,
-                                    bool scalar_a) {
+                                    const c10::optional<torch::Tensor>& h0, bool save_states, bool want_last) {
   check_all(u, delta, A, Dv, z, bias, h0);
   const int64_t dim = u.size(1), nstate = A.size(1);
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
@@ -576,7 +567,6 @@ std::vector<torch::Tensor> scan_fwd(const torch::Tensor& u, const torch::Tensor&
                             : torch::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_fwd", [&] {
     Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
-    p.scalar_a = scalar_a;
     const torch::Tensor As = scaled_A<scalar_t>(Ap);
     p.As = As.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
@@ -615,7 +605,7 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
                                     const c10::optional<torch::Tensor>& bias, bool delta_softplus,
                                     const c10::optional<torch::Tensor>& h0, const torch::Tensor& states,
                                     const torch::Tensor& dout, const c10::optional<torch::Tensor>& dlast,
-                                    bool want_dh0, bool scalar_a) {
+                                    bool want_dh0) {
   check_all(u, delta, A, Dv, z, bias, h0);
   const int64_t dim = u.size(1), nstate = A.size(1);
   auto [gB, Bc] = prep_bc(B, "B", u, dim, nstate);
@@ -651,7 +641,6 @@ std::vector<torch::Tensor> scan_bwd(const torch::Tensor& u, const torch::Tensor&
                   : torch::zeros({nblk, s.dim, s.nstate}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "ssmkit_selective_scan_bwd", [&] {
     Ptrs<scalar_t> p = make_ptrs<scalar_t>(u, delta, Ap, Bc, Cc, Dv, z, bias, h0p, delta_softplus);
-    p.scalar_a = scalar_a;
     const torch::Tensor As = scaled_A<scalar_t>(Ap);
     p.As = As.data_ptr<scalar_t>();
     Grads<scalar_t> gr;

@@ -43,22 +43,11 @@ COMBOS = [  # (H, P, N, G, chunk, L): every listed value of each axis occurs
 ]
 
 
-def cpu_backend(name):
-    """Skip a test of the C++ backend where it cannot be built."""
-    if name == "cpp":
-        try:
-            kernels.load("cpp", "ssd", torch.device("cpu"))
-        except kernels.BackendUnavailable as e:
-            pytest.skip(f"cpp backend unavailable here: {e}")
-    return name
-
-
-@pytest.mark.parametrize("backend", ["torch", "cpp"])  # the chunked form; the step-by-step C++ scalar-A scan
 @pytest.mark.parametrize("H,P,N,G,Q,L", COMBOS)
-def test_ssd_fp64_matches_sequential_ref(H, P, N, G, Q, L, backend):
+def test_ssd_fp64_matches_sequential_ref(H, P, N, G, Q, L):
     inp = make(2, L, H, P, G, N, D_shape="H" if L % 2 else "HP", z=(H == 4))
     h0 = torch.randn(2, H, P, N, dtype=F64)
-    y, hT, g = run(lambda **a: ssd(chunk_size=Q, backend=cpu_backend(backend), **a), inp, h0)
+    y, hT, g = run(lambda **a: ssd(chunk_size=Q, **a), inp, h0)
     y_r, hT_r, g_r = run(ssd_ref, inp, h0)
     assert (y - y_r).abs().max() < 1e-10
     assert (hT - hT_r).abs().max() < 1e-10
@@ -66,14 +55,13 @@ def test_ssd_fp64_matches_sequential_ref(H, P, N, G, Q, L, backend):
         assert (g[k] - g_r[k]).abs().max() < 1e-10, k
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
 @pytest.mark.parametrize("H,P,N,G,Q,L", [COMBOS[1], COMBOS[4], COMBOS[6], COMBOS[7]])
-def test_ssd_fp32_matches_fp64_ref(H, P, N, G, Q, L, backend):
+def test_ssd_fp32_matches_fp64_ref(H, P, N, G, Q, L):
     inp64 = make(2, L, H, P, G, N, D_shape="HP")
     inp32 = {k: v.float() if v is not None else None for k, v in inp64.items()}
     h0 = torch.randn(2, H, P, N, dtype=F64)
     up = torch.randn(2, L, H, P, dtype=F64)
-    y, hT, g = run(lambda **a: ssd(chunk_size=Q, backend=cpu_backend(backend), **a), inp32, h0.float(), up.float())
+    y, hT, g = run(lambda **a: ssd(chunk_size=Q, **a), inp32, h0.float(), up.float())
     y_r, hT_r, g_r = run(ssd_ref, inp64, h0, up)
     assert y.dtype == torch.float32 and hT.dtype == torch.float32
     assert rel(y, y_r) < 1e-5 and rel(hT, hT_r) < 1e-5
@@ -197,25 +185,3 @@ def test_ssd_mamba_ssm_backend_matches_torch():
     y_t, hT_t = ssd(**inp, chunk_size=64, dt_softplus=True, initial_states=h0, return_final_states=True,
                     backend="torch")
     assert rel(y, y_t) < 1e-3 and rel(hT, hT_t) < 1e-3
-
-
-def test_ssd_auto_takes_the_cpp_scan_for_short_sequences_only():
-    """"auto" runs the C++ scalar-A scan up to two chunks (where it is faster) and the chunked form beyond; an
-    explicit backend="cpp" takes any length but refuses what it does not implement, naming it."""
-    cpu_backend("cpp")
-    from ssmkit.core.ops import _dispatch
-
-    def chosen(L, **kw):
-        inp = make(1, L, 2, 4, 1, 8, z=False)
-        call = _dispatch.describe(F64, dict(x=inp["x"], chunk_size=8, dt_limit=(0.0, float("inf")), **kw),
-                                  ("dt_limit", "seq_idx"))
-        return _dispatch.select("ssd", "auto", torch.device("cpu"), "torch path", call)
-
-    assert getattr(chosen(16), "__name__", None) == "ssd_cpp" and chosen(17) == "torch path"
-    inp = make(1, 40, 2, 4, 1, 8, z=False)
-    long_cpp = ssd(**inp, chunk_size=8, dt_softplus=True, backend="cpp")
-    assert (long_cpp - ssd_ref(**inp, dt_softplus=True)).abs().max() < 1e-10
-    with pytest.raises(kernels.BackendUnavailable, match="dt_limit"):
-        ssd(**inp, chunk_size=8, dt_softplus=True, dt_limit=(0.05, 0.2), backend="cpp")
-    with pytest.raises(kernels.BackendUnavailable, match="seq_idx"):
-        ssd(**inp, chunk_size=8, dt_softplus=True, seq_idx=torch.zeros(1, 40, dtype=torch.long), backend="cpp")
