@@ -5,7 +5,8 @@ their gradient): on Beauty (2,048 x 12,102) that is 300 MB of fresh memory per s
 0.57 s, a third of a Mamba4Rec training step. Here each block of rows computes its logits, their log-sum-exp
 and, in place, softmax - onehot, and adds that block's share of the gradients of h and of the table at once (the
 "fused linear cross-entropy" of Liger-Kernel): nothing of size (batch, n_items) outlives a block. Same value and
-gradients (tested against F.cross_entropy in fp64); `benchmarks/recsys_loss.py` measures both in one run.
+gradients (tested against F.cross_entropy in fp64); `benchmarks/recsys.py --latency-only` times a training step
+with both.
 """
 from __future__ import annotations
 
