@@ -79,7 +79,8 @@ _SCAN = frozenset({"D", "z", "delta_bias", "delta_softplus", "return_last_state"
 _SSD = frozenset({"D", "z", "dt_bias", "dt_softplus", "dt_limit", "initial_states", "seq_idx", "return_final_states"})
 SUPPORTS: Dict[str, Dict[str, Supports]] = {
     "cpp": {"selective_scan": Supports(_SCAN),
-            "causal_conv1d": Supports(frozenset({"bias", "activation"}), _FP32_64, check=_same_dtypes),
+            "causal_conv1d": Supports(frozenset({"bias", "activation", "initial_state", "return_final_state"}),
+                                      _FP32_64, check=_same_dtypes),
             "selective_scan_2d": Supports(frozenset({"D", "delta_bias", "delta_softplus"})),
             "companion_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
             "closed_loop_krylov": Supports(frozenset(), _FP32_64, check=_same_dtypes),
