@@ -128,6 +128,13 @@ SSMK_INLINE T state_step(const T* SSMK_RESTRICT As, const T* hp, T* hn, T* SSMK_
 }
 
 #ifdef SSMK_HAVE_AVX2
+// The sum of 8 lanes as a fixed tree (deterministic, and the same order in every step function).
+SSMK_INLINE float hsum8(__m256 v) {
+  alignas(32) float part[8];
+  _mm256_store_ps(part, v);
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
 template <>
 constexpr float kAScale<float> = 1.44269504088896341f;
 
@@ -155,9 +162,7 @@ SSMK_INLINE float state_step<float>(const float* SSMK_RESTRICT As, const float* 
     one(n, acc0);
     one(n + 8, acc1);
   }
-  alignas(32) float part[8];
-  _mm256_store_ps(part, _mm256_add_ps(acc0, acc1));
-  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  return hsum8(_mm256_add_ps(acc0, acc1));
 }
 #endif
 
@@ -226,11 +231,8 @@ SSMK_INLINE void adjoint_step<float>(const float* SSMK_RESTRICT A, const float* 
     _mm256_storeu_ps(dCt + n, _mm256_fmadd_ps(vdy, _mm256_loadu_ps(hc + n), _mm256_loadu_ps(dCt + n)));
     _mm256_storeu_ps(g + n, _mm256_mul_ps(gn, an));
   }
-  alignas(32) float part[8];
-  _mm256_store_ps(part, sddt);
-  *ddt = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-  _mm256_store_ps(part, sduB);
-  *duB = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  *ddt = hsum8(sddt);
+  *duB = hsum8(sduB);
 }
 #endif
 
