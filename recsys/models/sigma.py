@@ -17,6 +17,8 @@ Departures from the original code, each because the original is wrong for right-
 3. The backward gate uses its own h2 in both terms (the original's second term reads the forward h1).
 4. Padding positions are zeroed before the FE-GRU's (non-causal, k = 3) convolution, so the read-out never sees
    padding; the original's unused second convolution is dropped.
+5. The Mamba mixer's dt bias keeps mamba_ssm's log-uniform [1e-3, 0.1] init, as in our Mamba4Rec (the original's
+   RecBole init re-draws every Linear and zeroes dt_proj.bias, so every channel starts at dt = softplus(0) = 0.69).
 With these, the score of a padded history equals that of the same history alone (tested).
 
 SIGMA cannot stream: when an item arrives, the partial flip re-orders which items are reversed, so the backward
