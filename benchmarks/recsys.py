@@ -283,12 +283,13 @@ def write_results(out: pathlib.Path, args, rows, pop):
 
 
 def summarise(rows) -> dict:
-    """Per model: each metric's mean and sample standard deviation over its runs (0 for one run)."""
+    """Per model: each metric's mean and sample standard deviation over its runs (None for one run: a single
+    seed has no spread to report)."""
     summary = {}
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         summary[model] = {m: (statistics.mean(r[m] for r in mine),
-                              statistics.stdev(r[m] for r in mine) if len(mine) > 1 else 0.0) for m in METRICS}
+                              statistics.stdev(r[m] for r in mine) if len(mine) > 1 else None) for m in METRICS}
     return summary
 
 
@@ -303,7 +304,7 @@ def print_table(rows, pop):
                               if all(key in r for r in mine) else "-")
     for model, stats in summary.items():
         mine = [r for r in rows if r["model"] == model]
-        cells = [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" for m in METRICS]
+        cells = [f"{mean_:.4f}" + ("" if std is None else f" ± {std:.4f}") for mean_, std in map(stats.get, METRICS)]
         epochs = "/".join(f"{r['epochs']}{'' if r.get('early_stopped', True) else '*'}" for r in mine)
         print(f"| {model} | {len(mine)} | " + " | ".join(cells)
               + f" | {statistics.mean(r['sec_per_epoch'] for r in mine):.1f} | {epochs}"
@@ -312,7 +313,8 @@ def print_table(rows, pop):
 
 
 def merge_main(args):
-    """One table from the JSON outputs of several processes (e.g. one per model and seed, run side by side)."""
+    """One table from the JSON outputs of several processes (e.g. one per model and seed, run side by side), or
+    from an earlier merge plus new runs."""
     loaded = [json.loads(path.read_text()) for path in args.merge]
     rows = [row for data in loaded for row in data["runs"]]
     pop = next(data["mostpop"] for data in loaded if data.get("mostpop"))
@@ -320,7 +322,8 @@ def merge_main(args):
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"merged": [str(p) for p in args.merge],
-                               "machines": sorted({d["machine"] for d in loaded}), "runs": rows, "mostpop": pop,
+                               "machines": sorted({m for d in loaded for m in d.get("machines", [d.get("machine")])}),
+                               "runs": rows, "mostpop": pop,
                                "summary": summarise(rows)}, indent=1))
     print(f"wrote {out}")
 

@@ -32,9 +32,24 @@ def test_merge_means_and_stds_over_runs_from_several_files(tmp_path, capsys):
     assert merged["mostpop"] == pop and len(merged["runs"]) == 3
     mean, std = merged["summary"]["sasrec"]["ndcg@10"]
     assert abs(mean - 0.21) < 1e-12 and abs(std - statistics.stdev([0.11, 0.31])) < 1e-12
-    assert merged["summary"]["sigma"]["hr@10"] == [0.20, 0.0]
+    assert merged["summary"]["sigma"]["hr@10"] == [0.20, None]  # one run: no spread
     table = capsys.readouterr().out
     assert "| MostPop | - | 0.0100" in table and "| 3/3* |" in table  # seed 2 was stopped by its cap
+    assert "| sigma | 1 | 0.2000 | 0.2100 |" in table
+
+
+def test_an_earlier_merge_merges_again_with_new_runs(tmp_path):
+    pop = {m: 0.01 for m in METRICS}
+    bench = load_script()
+    first = [write_run(tmp_path / "a.json", "sasrec", 1, 0.10, pop), write_run(tmp_path / "b.json", "sasrec", 2, 0.30)]
+    bench.main(["--merge", *map(str, first), "--out", str(tmp_path / "m1.json")])
+    new = write_run(tmp_path / "c.json", "sasrec", 3, 0.50)
+    new.write_text(new.read_text().replace('"test"', '"other"'))
+    bench.main(["--merge", str(tmp_path / "m1.json"), str(new), "--out", str(tmp_path / "m2.json")])
+    merged = json.loads((tmp_path / "m2.json").read_text())
+    assert [r["seed"] for r in merged["runs"]] == [1, 2, 3] and merged["machines"] == ["other", "test"]
+    mean, std = merged["summary"]["sasrec"]["hr@10"]
+    assert abs(mean - 0.30) < 1e-12 and abs(std - statistics.stdev([0.10, 0.30, 0.50])) < 1e-12
 
 
 def test_a_run_records_why_it_stopped_before_testing_restores_the_best_checkpoint(inter_file, tmp_path, monkeypatch):
