@@ -321,10 +321,16 @@ def merge_main(args):
     print_table(rows, pop)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"merged": [str(p) for p in args.merge],
-                               "machines": sorted({m for d in loaded for m in d.get("machines", [d.get("machine")])}),
-                               "runs": rows, "mostpop": pop,
-                               "summary": summarise(rows)}, indent=1))
+    merged = {"merged": [m for p, d in zip(args.merge, loaded) for m in d.get("merged", [str(p)])],
+              "machines": sorted({m for d in loaded for m in d.get("machines", [d.get("machine")])}),
+              "runs": rows, "mostpop": pop, "summary": summarise(rows)}
+    notes = [d["note"] for d in loaded if d.get("note")]  # an earlier merge's provenance is carried over
+    commands = [c for d in loaded for c in d.get("commands", [])]
+    if notes:
+        merged["note"] = " ".join(notes)
+    if commands:
+        merged["commands"] = commands
+    out.write_text(json.dumps(merged, indent=1))
     print(f"wrote {out}")
 
 

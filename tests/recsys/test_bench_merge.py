@@ -43,11 +43,15 @@ def test_an_earlier_merge_merges_again_with_new_runs(tmp_path):
     bench = load_script()
     first = [write_run(tmp_path / "a.json", "sasrec", 1, 0.10, pop), write_run(tmp_path / "b.json", "sasrec", 2, 0.30)]
     bench.main(["--merge", *map(str, first), "--out", str(tmp_path / "m1.json")])
+    m1 = json.loads((tmp_path / "m1.json").read_text())
+    (tmp_path / "m1.json").write_text(json.dumps({**m1, "note": "how runs 1-2 stopped", "commands": ["cmd 1-2"]}))
     new = write_run(tmp_path / "c.json", "sasrec", 3, 0.50)
     new.write_text(new.read_text().replace('"test"', '"other"'))
     bench.main(["--merge", str(tmp_path / "m1.json"), str(new), "--out", str(tmp_path / "m2.json")])
     merged = json.loads((tmp_path / "m2.json").read_text())
     assert [r["seed"] for r in merged["runs"]] == [1, 2, 3] and merged["machines"] == ["other", "test"]
+    assert merged["merged"] == [str(first[0]), str(first[1]), str(new)]
+    assert merged["note"] == "how runs 1-2 stopped" and merged["commands"] == ["cmd 1-2"]
     mean, std = merged["summary"]["sasrec"]["hr@10"]
     assert abs(mean - 0.30) < 1e-12 and abs(std - statistics.stdev([0.10, 0.30, 0.50])) < 1e-12
 
