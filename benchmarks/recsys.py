@@ -7,7 +7,9 @@ re-encoding a 50-item history. Prints a table, writes JSON (default under /tmp).
       --dataset beauty --models sasrec mamba4rec sigma tim4rec gru4rec --seeds 2020 2021 2022
 
 Each model's hyper-parameters come from configs/recsys/<model>_<dataset>.yaml (model, task lr, early-stopping
-patience, max_len, batch size). --max-epochs caps training (reported; the configs allow 300).
+patience, max_len, batch size); --model-args KEY=VALUE ... overrides the model's arguments for an ablation (the run
+is then named e.g. `sigma[n_layers=2,dropout=0.4]`, so it is summarised apart). --max-epochs caps training
+(reported; the configs allow 300).
 --latency-only skips training: it times one training step (and scales it to seconds per epoch), inference per
 evaluation batch and streaming, on freshly initialised models (timings do not depend on the weights).
 """
@@ -192,9 +194,27 @@ def latency_one(model_name, dataset, data_path, batch_size=None, streaming_only=
     return row, dm
 
 
+def parse_model_args(pairs) -> dict:
+    """["n_layers=2", "dropout=0.4"] -> {"n_layers": 2, "dropout": 0.4} (values read as YAML scalars)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-args takes KEY=VALUE pairs, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def run_name(model_name: str, model_args: dict) -> str:
+    """The model's name in the results, with its overrides: sigma[n_layers=2,dropout=0.4]."""
+    return model_name + ("[" + ",".join(f"{k}={v}" for k, v in model_args.items()) + "]" if model_args else "")
+
+
 def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_size=None, max_time=None,
-            limit_train_batches=None, latency=True):
+            limit_train_batches=None, latency=True, model_args=None):
     spec, task_args, patience, data_args = load_config(model_name, dataset)
+    model_args = dict(model_args or {})
+    spec = {**spec, "init_args": {**spec.get("init_args", {}), **model_args}}
     L.seed_everything(seed, workers=True, verbose=False)
     dm = SequentialDataModule(data_path, max_len=data_args["max_len"],
                               batch_size=batch_size or data_args["batch_size"], eval_batch_size=2048,
@@ -216,7 +236,8 @@ def run_one(model_name, dataset, data_path, seed, max_epochs, workdir, batch_siz
         best.best_model_path, best.best_model_score = f"{workdir}/{model_name}_{seed}/last.ckpt", \
             trainer.callback_metrics["val/ndcg@10"]
     test = trainer.test(task, dm, ckpt_path=best.best_model_path, verbose=False)[0]
-    row = {"model": model_name, "seed": seed, "epochs": epochs, "early_stopped": early, "stopped_by": stop,
+    row = {"model": run_name(model_name, model_args), "seed": seed, "epochs": epochs, "early_stopped": early,
+           "stopped_by": stop,
            "val_ndcg@10": float(best.best_model_score), **{m: float(test[f"test/{m}"]) for m in METRICS},
            "sec_per_epoch": statistics.mean(timer.seconds[1:] or timer.seconds),
            "params": sum(p.numel() for p in task.parameters()), "device": device_name()}
@@ -238,6 +259,8 @@ def main(argv=None):
     parser.add_argument("--dataset", choices=["beauty", "ml100k"], help="config suffix")
     parser.add_argument("--models", nargs="+", default=["sasrec", "gru4rec", "mamba4rec", "sigma", "tim4rec"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--model-args", nargs="+", metavar="KEY=VALUE",
+                        help="override the configs' model arguments (an ablation), e.g. n_layers=2 dropout=0.4")
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, help="override the configs' training batch size")
     parser.add_argument("--max-time", help="stop each training run after DD:HH:MM:SS (reported in the JSON)")
@@ -260,13 +283,15 @@ def main(argv=None):
     if args.latency_only or args.streaming_only:
         return latency_main(args)
     rows, pop = [], None
+    model_args = parse_model_args(args.model_args)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models:
             for seed in args.seeds:
                 row, dm = run_one(model, args.dataset, args.data, seed, args.max_epochs, workdir, args.batch_size,
-                                  args.max_time, args.limit_train_batches, latency=not args.no_latency)
+                                  args.max_time, args.limit_train_batches, latency=not args.no_latency,
+                                  model_args=model_args)
                 rows.append(row)
                 pop = pop or most_pop(dm)
                 print(json.dumps(row), flush=True)

@@ -71,3 +71,30 @@ def test_a_run_records_why_it_stopped_before_testing_restores_the_best_checkpoin
     assert row["early_stopped"] and row["stopped_by"] == "early stopping" and 2 <= row["epochs"] < 40
     row, _ = bench.run_one("gru4rec", "beauty", str(inter_file), 0, 1, str(tmp_path / "one"), latency=False)
     assert not row["early_stopped"] and row["stopped_by"] == "max_epochs" and row["epochs"] == 1
+
+
+def test_model_args_override_the_config_and_name_the_run(inter_file, tmp_path, monkeypatch):
+    """An ablation (--model-args n_layers=2 dropout=0.4) trains the config's model with those arguments, and its
+    rows carry them in the name, so a summary never mixes it with the config's runs."""
+    bench = load_script()
+    assert bench.parse_model_args(["n_layers=2", "dropout=0.4"]) == {"n_layers": 2, "dropout": 0.4}
+    for bad in (["n_layers"], ["=2"]):
+        try:
+            bench.parse_model_args(bad)
+        except ValueError as err:
+            assert "KEY=VALUE" in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    real = bench.load_config
+
+    def tiny(model, dataset):
+        spec, task_args, _, data = real(model, dataset)
+        return spec, task_args, 1, {**data, "batch_size": 16, "user_min": 1, "item_min": 1}
+
+    monkeypatch.setattr(bench, "load_config", tiny)
+    base, _ = bench.run_one("sigma", "beauty", str(inter_file), 0, 1, str(tmp_path / "a"), latency=False)
+    two, _ = bench.run_one("sigma", "beauty", str(inter_file), 0, 1, str(tmp_path / "b"), latency=False,
+                           model_args={"n_layers": 2, "dropout": 0.4})
+    assert base["model"] == "sigma" and two["model"] == "sigma[n_layers=2,dropout=0.4]"
+    assert two["params"] > base["params"]  # a second G-Mamba layer was built
+    assert set(bench.summarise([base, two])) == {"sigma", "sigma[n_layers=2,dropout=0.4]"}
