@@ -24,8 +24,7 @@
 //   v_t = silu(b_b + sum_k w_b[k] x_{t+W-1-k})     the backward branch's causal conv of the reversed sequence,
 //                                                  read in time order (x is zero outside 0 .. L-1)
 // both returned as (Bt, D, L) views of channel-contiguous (Bt, L, D) memory: x_proj and the scan read them so.
-#include <torch/csrc/utils/pybind.h>  // at::Tensor type casters for PYBIND11_MODULE
-#include <torch/types.h>  // torch::Tensor and the factories, without torch/all.h (the C++ frontend): compiles in ~60% of the time
+#include "torch_ext.h"
 #include <ATen/Parallel.h>
 
 #include <algorithm>

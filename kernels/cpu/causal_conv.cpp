@@ -12,8 +12,7 @@
 // into a zero-padded buffer. y, dx are (Bt, D, L) contiguous. Rows run in blocks of batch rows (at::parallel_for);
 // dw / dbias are summed per block and then over blocks, so results do not depend on the number of threads.
 
-#include <torch/csrc/utils/pybind.h>  // at::Tensor type casters for PYBIND11_MODULE
-#include <torch/types.h>  // torch::Tensor and the factories, without torch/all.h (the C++ frontend): compiles in ~60% of the time
+#include "torch_ext.h"
 #include <ATen/Parallel.h>
 
 #include <algorithm>

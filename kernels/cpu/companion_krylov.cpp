@@ -11,8 +11,7 @@
 // columns X (M, H, L, d); all contiguous, float or double. Parallel over the H kernels: a task owns its kernel's
 // parameter gradients and sums over M itself (deterministic).
 
-#include <torch/csrc/utils/pybind.h>  // at::Tensor type casters for PYBIND11_MODULE
-#include <torch/types.h>  // torch::Tensor and the factories, without torch/all.h (the C++ frontend): compiles in ~60% of the time
+#include "torch_ext.h"
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -11,8 +11,7 @@
 // Every tensor has the input's dtype (float or double: float runs in float with vec_math.h's exp, double in double
 // with the C library), rows of the batch are independent. States come in (B, ...) and the new states are returned as
 // new tensors: a step never writes into the state it was given. NaN / inf propagate as in the eager ops.
-#include <torch/csrc/utils/pybind.h>  // at::Tensor type casters for PYBIND11_MODULE
-#include <torch/types.h>  // torch::Tensor and the factories, without torch/all.h (the C++ frontend): compiles in ~60% of the time
+#include "torch_ext.h"
 #include <ATen/Parallel.h>
 
 #include <cmath>

@@ -25,8 +25,7 @@
 // into its block's partial sums; slabs and blocks are summed afterwards (deterministic: blocks and segments
 // depend on the shapes only, not on the number of threads).
 
-#include <torch/csrc/utils/pybind.h>  // at::Tensor type casters for PYBIND11_MODULE
-#include <torch/types.h>  // torch::Tensor and the factories, without torch/all.h (the C++ frontend): compiles in ~60% of the time
+#include "torch_ext.h"
 #include <ATen/Parallel.h>
 
 #include <algorithm>
